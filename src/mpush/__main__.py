@@ -1,0 +1,3 @@
+from mpush.cli import main
+
+main()

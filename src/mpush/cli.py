@@ -1,0 +1,211 @@
+"""The ``mpush`` command: the only place that parses argv, reads the environment, picks exit codes.
+
+Each service command's flags are generated from its settings model, so every setting has a flag,
+the same name in a config file and an ``MPUSH_*`` variable, and its help text in one place.
+
+Exit codes: 0 clean stop (signal, remote shutdown); 1 unexpected failure; 2 bad configuration or
+usage; 69 Redis unreachable at startup; 75 fenced (our registration was taken over); 130 second
+signal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import sys
+import types
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, TypeVar, Union, get_args, get_origin
+
+import typer
+from pydantic.fields import FieldInfo
+from rich.console import Console
+
+from mpush import __version__
+from mpush.config import (
+    CommonSettings,
+    LpushSettings,
+    MpushSettings,
+    StatusSettings,
+    load_settings,
+)
+from mpush.connection import connect, parse_redis_url
+from mpush.errors import ConfigError, MpushError
+from mpush.logs import configure_logging
+from mpush.runtime.runner import Service, run_service
+from mpush.services import lpush, mpush
+
+__all__ = ["app", "main"]
+
+log = logging.getLogger("mpush")
+
+app = typer.Typer(
+    name="mpush",
+    help="Small, stateless microservices that cooperate through Redis.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+S = TypeVar("S", bound=CommonSettings)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mpush {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        Optional[bool],  # noqa: UP045 - typer reads the annotation at runtime
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = None,
+) -> None:
+    """Small, stateless microservices that cooperate through Redis.
+
+    Every service is `mpush <service> --redis URL [--config FILE] [flags]`; flags, MPUSH_* variables
+    and config-file keys share the same names.
+    """
+
+
+def _cli_type(field: FieldInfo) -> tuple[Any, bool]:
+    """The Python type typer should parse a setting as, and whether it is a boolean flag."""
+    annotation = field.annotation
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        annotation = next(arg for arg in get_args(annotation) if arg is not type(None))
+        origin = get_origin(annotation)
+    if annotation is bool:
+        return Optional[bool], True  # noqa: UP045
+    if origin is list:
+        return Optional[list[str]], False  # noqa: UP045
+    if origin is Literal:
+        return Optional[str], False  # noqa: UP045
+    return Optional[annotation], False  # noqa: UP045
+
+
+def _options(cls: type[CommonSettings]) -> list[inspect.Parameter]:
+    params = []
+    own = [name for name in cls.model_fields if name not in CommonSettings.model_fields]
+    for name in [*own, *CommonSettings.model_fields]:
+        field = cls.model_fields[name]
+        flag = "--" + cls.cli_names.get(name, name).replace("_", "-")
+        annotation, is_flag = _cli_type(field)
+        decls = [f"{flag}/--no-{flag[2:]}"] if is_flag else [flag]
+        helptext = field.description or ""
+        if field.is_required():
+            helptext += " (required)"
+        elif not is_flag and field.default not in (None, ""):
+            helptext += f" (default: {field.default})"
+        option = typer.Option(None, *decls, help=helptext, show_default=False)
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
+                                        annotation=annotation))
+    return params
+
+
+def service_command(name: str, cls: type[S], create: Callable[[S], Service]) -> None:
+    """Register ``mpush <name>``: flags from ``cls``, settings loaded, the service run."""
+    params = _options(cls)
+
+    def command(**flags: Any) -> None:
+        raise typer.Exit(_run_service(name, cls, create, flags))
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__doc__ = inspect.getdoc(cls)
+    app.command(name, help=inspect.getdoc(cls))(command)
+
+
+def _run_service(name: str, cls: type[S], create: Callable[[S], Service], flags: dict[str, Any]) -> int:
+    try:
+        settings = load_settings(cls, flags)
+    except ConfigError as exc:
+        typer.echo(f"mpush {name}: {exc}", err=True)
+        return exc.exit_code
+    configure_logging(name, fmt=settings.log_format, level=settings.log_level)
+    try:
+        return run_service(create(settings), settings)
+    except MpushError as exc:
+        log.error("%s", exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+service_command("mpush", MpushSettings, mpush.create)
+service_command("lpush", LpushSettings, lpush.create)
+
+
+@app.command()
+def status(
+    redis: Annotated[Optional[str], typer.Option(help="Redis URL.")] = None,  # noqa: UP045
+    service_namespace: Annotated[
+        Optional[str], typer.Option("--service-namespace", help="Namespace, e.g. demo:mpush.")  # noqa: UP045
+    ] = None,
+    cluster: Annotated[Optional[bool], typer.Option("--cluster/--no-cluster")] = None,  # noqa: UP045
+    config: Annotated[Optional[Path], typer.Option(help="Config file.")] = None,  # noqa: UP045
+    queue: Annotated[
+        Optional[list[str]], typer.Option(help="Also show this list's length.")  # noqa: UP045
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    prometheus: Annotated[bool, typer.Option(help="Print the Prometheus text format.")] = False,
+) -> None:
+    """Show the registered services, queue lengths and metrics of a namespace."""
+    from mpush.status import collect, render_json, render_prometheus, render_table
+
+    flags = {"redis": redis, "service_namespace": service_namespace, "cluster": cluster,
+             "config": config}
+    try:
+        settings = load_settings(StatusSettings, flags)
+        if not settings.service_namespace:
+            raise ConfigError("service_namespace", "required, e.g. --service-namespace demo:mpush")
+        target = parse_redis_url(settings.redis, cluster=settings.cluster)
+    except ConfigError as exc:
+        typer.echo(f"mpush status: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    namespace = settings.service_namespace
+
+    async def gather() -> Any:
+        client = connect(target, socket_timeout=5.0)
+        try:
+            return await collect(client, namespace, queue)
+        finally:
+            await client.aclose()
+
+    try:
+        report = asyncio.run(gather())
+    except Exception as exc:
+        typer.echo(f"mpush status: cannot read {namespace} from Redis: {exc}", err=True)
+        raise typer.Exit(69) from None
+    if as_json:
+        typer.echo(render_json(report))
+    elif prometheus:
+        typer.echo(render_prometheus(report), nl=False)
+    else:
+        render_table(report, Console())
+
+
+@app.command()
+def demo(
+    redis: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Use this Redis instead of starting a private redis-server."),
+    ] = None,
+) -> None:
+    """Start a private Redis and mpush, push three messages, and show them fanned out."""
+    from mpush.demo import run_demo
+
+    raise typer.Exit(run_demo(redis))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

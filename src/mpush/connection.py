@@ -1,0 +1,142 @@
+"""Redis clients from URLs, the transient-error policy, and Lua script loading.
+
+URLs: ``redis://[user:password@]host:port/db``, ``rediss://`` (TLS), ``unix:///path.sock``, and
+``redis+cluster://host:port`` / ``rediss+cluster://`` for a Redis Cluster (or any URL with
+``cluster=True``). Losing Redis is normal weather: callers catch what ``is_transient`` accepts and
+retry with backoff; nothing here loops by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, TypeAlias
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.exceptions as rex
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from mpush.backoff import Outage
+from mpush.errors import ConfigError, RedisUnavailableError
+
+__all__ = [
+    "AnyRedis",
+    "RedisTarget",
+    "connect",
+    "describe_url",
+    "is_transient",
+    "load_lua",
+    "parse_redis_url",
+    "wait_until_reachable",
+]
+
+AnyRedis: TypeAlias = "Redis | RedisCluster"
+
+_CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+_SCHEMES = {"redis", "rediss", "unix", *_CLUSTER_SCHEMES}
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    rex.ConnectionError,  # includes BusyLoadingError
+    rex.TimeoutError,
+    rex.ClusterDownError,
+    rex.ClusterError,
+    rex.TryAgainError,
+    rex.MasterDownError,
+    rex.ReadOnlyError,
+    OSError,
+    asyncio.TimeoutError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures that go away by themselves: lost connections, failovers, loading."""
+    return isinstance(exc, TRANSIENT_ERRORS)
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    url: str
+    cluster: bool
+
+
+def parse_redis_url(url: str, *, cluster: bool = False, key: str = "redis") -> RedisTarget:
+    """Validate ``url``; a ``+cluster`` scheme (or ``cluster=True``) selects Redis Cluster."""
+    parts = urlsplit(url)
+    if parts.scheme not in _SCHEMES:
+        raise ConfigError(
+            key,
+            f"unsupported URL scheme {parts.scheme!r} in {describe_url(url)!r} "
+            "(use redis://, rediss://, unix://, redis+cluster:// or rediss+cluster://)",
+        )
+    if parts.scheme in _CLUSTER_SCHEMES:
+        url = urlunsplit(parts._replace(scheme=_CLUSTER_SCHEMES[parts.scheme]))
+        cluster = True
+    if cluster and parts.scheme == "unix":
+        raise ConfigError(key, "a Redis Cluster cannot be reached through a unix socket URL")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ConfigError(key, f"no host in {describe_url(url)!r}")
+    return RedisTarget(url=url, cluster=cluster)
+
+
+def describe_url(url: str) -> str:
+    """The URL with any password masked, for logs and errors."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def connect(
+    target: RedisTarget,
+    *,
+    socket_timeout: float = 10.0,
+    connect_timeout: float = 5.0,
+    client_name: str | None = None,
+) -> AnyRedis:
+    """A client for ``target``. Creating it does no I/O; errors surface on first use."""
+    common: dict[str, Any] = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": connect_timeout,
+        "client_name": client_name,
+    }
+    if target.cluster:
+        return RedisCluster.from_url(target.url, **common)
+    # Our own loops retry with backoff and log; a hidden inner retry would only delay that.
+    return Redis.from_url(target.url, retry=Retry(NoBackoff(), 0), **common)
+
+
+async def wait_until_reachable(
+    client: AnyRedis, *, what: str, timeout: float, log: logging.Logger
+) -> None:
+    """PING ``client`` with backoff until it answers; RedisUnavailableError after ``timeout``."""
+    outage = Outage(what, log)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            await client.ping()
+        except Exception as exc:
+            if not is_transient(exc) and not isinstance(exc, rex.RedisError):
+                raise
+            if isinstance(exc, rex.AuthenticationError | rex.AuthorizationError):
+                raise RedisUnavailableError(f"{what}: authentication failed: {exc}") from exc
+            delay = outage.failed(exc)
+            if loop.time() + delay > deadline:
+                raise RedisUnavailableError(
+                    f"{what} not reachable after {timeout:g}s: {exc}"
+                ) from exc
+            await asyncio.sleep(delay)
+        else:
+            outage.recovered()
+            return
+
+
+def load_lua(name: str) -> str:
+    """The source of ``lua/<name>.lua`` shipped in the package."""
+    return resources.files("mpush").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")

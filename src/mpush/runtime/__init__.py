@@ -1,0 +1,1 @@
+"""What every service shares: the runner, the service registry, metrics, the move engine."""

@@ -1,0 +1,175 @@
+"""The service registry of SPEC §2 for one running instance.
+
+register  INCR <ns>:service:id → id; create <ns>:service:<id> (refusing an existing one) with host,
+          pid, started and the service's own fields, EXPIRE service_expire; LPUSH the id on
+          <ns>:service:ids and trim that list to exactly service_capacity entries.
+renew     every service_renew s: only if `renewed` still holds the value we wrote last; else stop.
+check     every service_check s: the key must still exist — DEL of it is a remote shutdown.
+gc        at startup: drop from <ns>:service:ids every id whose hash is gone.
+deregister on a clean stop: DEL the hash, LREM the id.
+
+Each step touches one key at a time (or one key atomically), so it works on Redis Cluster whatever
+the namespace hashes to.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from mpush.backoff import Outage
+from mpush.connection import AnyRedis, is_transient, load_lua
+from mpush.errors import FencedError, MpushError
+from mpush.keys import ServiceKeys
+from mpush.runtime.shutdown import Shutdown
+
+__all__ = ["Lifecycle", "LifecyclePolicy"]
+
+log = logging.getLogger(__name__)
+
+_REGISTER_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class LifecyclePolicy:
+    expire: int = 60
+    renew: float = 15.0
+    check: float = 1.0
+    capacity: int = 100
+
+
+class Lifecycle:
+    """Registers one instance, keeps the registration alive, and notices when it is taken away."""
+
+    def __init__(
+        self,
+        redis: AnyRedis,
+        keys: ServiceKeys,
+        *,
+        service: str,
+        info: Mapping[str, str],
+        policy: LifecyclePolicy,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._service = service
+        self._info = dict(info)
+        self._policy = policy
+        self._register = redis.register_script(load_lua("register"))
+        self._renew = redis.register_script(load_lua("renew"))
+        self.instance_id: int | None = None
+        self._renewed = ""
+        self._fenced = False
+
+    @property
+    def key(self) -> str:
+        if self.instance_id is None:
+            raise MpushError("not registered")
+        return self._keys.instance(self.instance_id)
+
+    async def register(self) -> int:
+        """Run the startup GC, then register; return the new instance id."""
+        await self.gc()
+        fields = {
+            "service": self._service,
+            "host": socket.gethostname(),
+            "pid": str(os.getpid()),
+            **self._info,
+        }
+        args: list[str | int] = [self._policy.expire]
+        for name, value in fields.items():
+            args += [name, value]
+        for _ in range(_REGISTER_ATTEMPTS):
+            instance_id = int(await self._redis.incr(self._keys.counter))
+            stamp = await self._register(keys=[self._keys.instance(instance_id)], args=args)
+            if stamp:
+                break
+            log.warning("%s already exists; taking the next id", self._keys.instance(instance_id))
+        else:
+            raise MpushError(f"could not register under {self._keys.counter}: ids keep colliding")
+        self.instance_id = instance_id
+        self._renewed = _text(stamp)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.lpush(self._keys.ids, instance_id)
+            pipe.ltrim(self._keys.ids, 0, self._policy.capacity - 1)
+            await pipe.execute()
+        log.info("registered as %s", self.key)
+        return instance_id
+
+    async def gc(self) -> list[str]:
+        """Drop ids whose registration hash no longer exists; return the dropped ids."""
+        ids = [_text(raw) for raw in await self._redis.lrange(self._keys.ids, 0, -1)]
+        dropped: list[str] = []
+        for instance_id in dict.fromkeys(ids):
+            if not await self._redis.exists(self._keys.instance(instance_id)):
+                await self._redis.lrem(self._keys.ids, 0, instance_id)
+                dropped.append(instance_id)
+        if dropped:
+            log.info("startup gc: dropped %d stale ids from %s", len(dropped), self._keys.ids)
+        return dropped
+
+    async def renew(self) -> bool:
+        """Renew; False when the registration is gone. FencedError when someone changed it."""
+        status, value = await self._renew(keys=[self.key], args=[self._renewed, self._policy.expire])
+        if int(status) == 1:
+            self._renewed = _text(value)
+            return True
+        if int(status) == 0:
+            return False
+        raise FencedError(
+            f"{self.key} was renewed by someone else (renewed={_text(value)!r}, "
+            f"ours {self._renewed!r}): stopping at once"
+        )
+
+    async def exists(self) -> bool:
+        return bool(await self._redis.exists(self.key))
+
+    async def watch(self, shutdown: Shutdown) -> None:
+        """Until shutdown: check existence every `check` s and renew every `renew` s.
+
+        A vanished key requests a clean stop (exit 0); a changed one a fenced stop. Redis outages
+        are waited out with backoff: the registration survives them unless they outlast expiry.
+        """
+        outage = Outage("registry redis", log)
+        since_renew = 0.0
+        interval = min(self._policy.check, self._policy.renew)
+        delay = interval
+        while not await shutdown.sleep(delay):
+            try:
+                since_renew += delay
+                if since_renew >= self._policy.renew:
+                    alive = await self.renew()
+                    since_renew = 0.0
+                else:
+                    alive = await self.exists()
+                outage.recovered()
+                delay = interval
+            except FencedError as exc:
+                self._fenced = True  # the key is someone else's now: never touch it again
+                shutdown.request(str(exc), exit_code=FencedError.exit_code)
+                return
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                delay = outage.failed(exc)
+                continue
+            if not alive:
+                shutdown.request(f"{self.key} was deleted or expired (remote shutdown)")
+                return
+
+    async def deregister(self) -> None:
+        """DEL our hash and LREM our id. Safe to call twice, or when never registered or fenced."""
+        if self.instance_id is None or self._fenced:
+            return
+        key = self.key
+        await self._redis.delete(key)
+        await self._redis.lrem(self._keys.ids, 0, self.instance_id)
+        log.info("deregistered %s", key)
+        self.instance_id = None
+
+
+def _text(raw: object) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)

@@ -1,0 +1,119 @@
+"""The atomic move engine shared by mpush and lpush (and the stages built on it).
+
+Each step is one Lua script call (``lua/move.lua``) that pops up to ``batch`` messages from the
+input with one ``RPOP key count`` and pushes them to every output with one multi-value ``LPUSH``:
+the messages never leave Redis, so a process killed at any instant loses and duplicates nothing,
+and replicas can run side by side (each step is atomic, so no message is taken twice).
+
+When a step finds fewer than ``batch`` messages the input is drained, and the engine waits for the
+next message with ``BLMOVE in in RIGHT RIGHT pop_timeout``: a blocking pop that pushes the message
+straight back where it was. It holds nothing, so it is safe to abandon at any time, and it wakes
+the engine the moment a producer pushes — a lone message goes through in two round trips.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from mpush.backoff import Outage
+from mpush.config import MoverSettings
+from mpush.connection import AnyRedis, RedisTarget, is_transient, load_lua
+from mpush.errors import ConfigError
+from mpush.keys import check_same_slot
+from mpush.runtime.metrics import Metrics
+from mpush.runtime.runner import Context
+from mpush.runtime.shutdown import Shutdown
+
+__all__ = ["MoveOptions", "MoveResult", "Mover", "MoverService"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MoveOptions:
+    source: str
+    targets: tuple[str, ...]
+    batch: int = 1000
+    capacity: int = 0
+    expire: int = 0
+    pop_timeout: float = 1.0
+
+
+@dataclass(frozen=True)
+class MoveResult:
+    moved: int
+    trimmed: int
+
+
+class Mover:
+    """Moves messages from ``source`` to every target, a batch per atomic step, until shutdown."""
+
+    def __init__(self, redis: AnyRedis, options: MoveOptions, metrics: Metrics) -> None:
+        self._redis = redis
+        self.options = options
+        self._metrics = metrics
+        self._script = redis.register_script(load_lua("move"))
+        self._keys: Sequence[str] = (options.source, *options.targets)
+        self._args = (options.batch, options.capacity, options.expire)
+
+    async def step(self) -> MoveResult:
+        """One atomic move of up to ``batch`` messages."""
+        moved, trimmed = await self._script(keys=self._keys, args=self._args)
+        result = MoveResult(int(moved), int(trimmed))
+        if result.moved:
+            self._metrics.observe("move", result.moved, timeout=self.options.batch)
+            self._metrics.incr("move", "trimmed", result.trimmed)
+        return result
+
+    async def wait_for_input(self) -> bool:
+        """Block until the input has a message or ``pop_timeout`` passes; True if one is there."""
+        source = self.options.source
+        found = await self._redis.blmove(source, source, self.options.pop_timeout, "RIGHT", "RIGHT")
+        return found is not None
+
+    async def run(self, shutdown: Shutdown) -> None:
+        """Move until shutdown. Redis outages are logged once and waited out with backoff."""
+        outage = Outage("redis", log)
+        while not shutdown.requested:
+            try:
+                result = await self.step()
+                if result.moved < self.options.batch:
+                    await self.wait_for_input()
+                outage.recovered()
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                await shutdown.sleep(outage.failed(exc))
+
+class MoverService:
+    """The runnable of mpush and lpush: one engine, one or several outputs."""
+
+    def __init__(self, name: str, settings: MoverSettings) -> None:
+        self.name = name
+        self.settings = settings
+        self.options = MoveOptions(
+            source=settings.input,
+            targets=tuple(settings.out),
+            batch=settings.batch,
+            capacity=settings.capacity,
+            expire=settings.expire,
+            pop_timeout=settings.pop_timeout,
+        )
+
+    def registry_info(self) -> Mapping[str, str]:
+        return {"in": self.options.source, "out": ",".join(self.options.targets)}
+
+    async def prepare(self, redis: AnyRedis, target: RedisTarget) -> None:
+        keys = [self.options.source, *self.options.targets]
+        if target.cluster:
+            check_same_slot(keys, what=f"{self.name}'s atomic move")
+        for key, setting in zip(keys, ["in", *["out"] * len(self.options.targets)], strict=True):
+            kind = await redis.type(key)
+            kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+            if kind not in ("none", "list"):
+                raise ConfigError(setting, f"{key!r} holds a Redis {kind}, not a list")
+
+    async def run(self, ctx: Context) -> None:
+        await Mover(ctx.redis, self.options, ctx.metrics).run(ctx.shutdown)

@@ -1,0 +1,240 @@
+"""Runs one service: connect, register, work, and a staged, idempotent shutdown.
+
+Stages on SIGTERM/SIGINT, remote shutdown (DEL of the registration), self-fencing or a failure:
+  1. stop intake — the shutdown latch is set; work loops finish the step in hand;
+  2. grace — the work gets ``pop_timeout + grace`` seconds to return, then is cancelled;
+  3. bookkeeping — final metrics flush and deregistration (each bounded, best effort);
+  4. close the Redis clients.
+A second signal exits at once (code 130). Signal handlers only set the latch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from mpush.connection import (
+    AnyRedis,
+    RedisTarget,
+    connect,
+    describe_url,
+    parse_redis_url,
+    wait_until_reachable,
+)
+from mpush.errors import MpushError
+from mpush.keys import ServiceKeys
+from mpush.runtime.lifecycle import Lifecycle, LifecyclePolicy
+from mpush.runtime.metrics import Metrics
+from mpush.runtime.shutdown import Shutdown
+
+__all__ = ["Context", "RunnerSettings", "Service", "run_service"]
+
+log = logging.getLogger(__name__)
+
+EXIT_SECOND_SIGNAL = 130
+_BOOKKEEPING_TIMEOUT = 5.0
+_GRACE = 5.0
+
+
+class RunnerSettings(Protocol):
+    """The part of the settings the runner reads (CommonSettings satisfies it)."""
+
+    @property
+    def redis(self) -> str: ...
+    @property
+    def cluster(self) -> bool: ...
+    @property
+    def service_namespace(self) -> str | None: ...
+    @property
+    def service_redis(self) -> str | None: ...
+    @property
+    def service_expire(self) -> int: ...
+    @property
+    def service_renew(self) -> float: ...
+    @property
+    def service_check(self) -> float: ...
+    @property
+    def service_capacity(self) -> int: ...
+    @property
+    def pop_timeout(self) -> float: ...
+    @property
+    def startup_timeout(self) -> float: ...
+    @property
+    def metrics_interval(self) -> float: ...
+
+
+@dataclass
+class Context:
+    """What a service's work loop is handed."""
+
+    redis: AnyRedis
+    target: RedisTarget
+    shutdown: Shutdown
+    metrics: Metrics
+    instance_id: int | None
+
+
+class Service(Protocol):
+    """A service module's runnable: named, self-describing, checked before it registers."""
+
+    name: str
+
+    def registry_info(self) -> Mapping[str, str]:
+        """Extra fields for the registration hash (queues it works on, options)."""
+        ...
+
+    async def prepare(self, redis: AnyRedis, target: RedisTarget) -> None:
+        """Validate against Redis before registering (slot checks, key types); ConfigError."""
+        ...
+
+    async def run(self, ctx: Context) -> None:
+        """Work until ``ctx.shutdown`` is requested, then return."""
+        ...
+
+
+def run_service(service: Service, settings: RunnerSettings) -> int:
+    """Run ``service`` to completion in a fresh event loop; return the process exit code."""
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(_Run(service, settings).main())
+
+
+class _Run:
+    def __init__(self, service: Service, settings: RunnerSettings) -> None:
+        self.service = service
+        self.settings = settings
+        self.shutdown = Shutdown()
+        self.clients: list[AnyRedis] = []
+
+    async def main(self) -> int:
+        self._install_signal_handlers()
+        try:
+            return await self._serve()
+        finally:
+            for client in self.clients:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(client.aclose(), _BOOKKEEPING_TIMEOUT)
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+
+    def _on_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if self.shutdown.requested:
+            log.warning("second signal (%s): exiting at once", name)
+            os._exit(EXIT_SECOND_SIGNAL)
+        self.shutdown.request(f"{name} received")
+
+    def _client(self, url: str, key: str) -> tuple[AnyRedis, RedisTarget]:
+        target = parse_redis_url(url, cluster=self.settings.cluster, key=key)
+        # Blocking waits last pop_timeout: the socket timeout must outlast them.
+        client = connect(target, socket_timeout=self.settings.pop_timeout + 10.0)
+        self.clients.append(client)
+        return client, target
+
+    async def _serve(self) -> int:
+        settings = self.settings
+        redis, target = self._client(settings.redis, "redis")
+        registry_redis = redis
+        if settings.service_redis:
+            registry_redis, _ = self._client(settings.service_redis, "service_redis")
+        await wait_until_reachable(
+            redis, what=f"redis {describe_url(settings.redis)}",
+            timeout=settings.startup_timeout, log=log,
+        )
+        await self.service.prepare(redis, target)
+
+        lifecycle: Lifecycle | None = None
+        metrics = Metrics.disabled()
+        if settings.service_namespace:
+            if registry_redis is not redis:
+                await wait_until_reachable(
+                    registry_redis, what="service redis",
+                    timeout=settings.startup_timeout, log=log,
+                )
+            keys = ServiceKeys(settings.service_namespace)
+            lifecycle = Lifecycle(
+                registry_redis, keys, service=self.service.name,
+                info=self.service.registry_info(),
+                policy=LifecyclePolicy(
+                    expire=settings.service_expire, renew=settings.service_renew,
+                    check=settings.service_check, capacity=settings.service_capacity,
+                ),
+            )
+            await lifecycle.register()
+            metrics = Metrics(registry_redis, keys)
+
+        ctx = Context(redis, target, self.shutdown, metrics,
+                      lifecycle.instance_id if lifecycle else None)
+        log.info("%s started on %s", self.service.name, describe_url(settings.redis))
+        try:
+            await self._work(ctx, lifecycle)
+        finally:
+            await self._bookkeeping(metrics, lifecycle)
+        log.info("%s stopped (%s)", self.service.name, self.shutdown.reason)
+        return self.shutdown.exit_code
+
+    async def _work(self, ctx: Context, lifecycle: Lifecycle | None) -> None:
+        side: list[asyncio.Task[None]] = [
+            asyncio.create_task(ctx.metrics.run(self.shutdown, self.settings.metrics_interval)),
+        ]
+        if lifecycle is not None:
+            side.append(asyncio.create_task(lifecycle.watch(self.shutdown)))
+        work = asyncio.create_task(self.service.run(ctx))
+        stopped = asyncio.create_task(self.shutdown.wait())
+        try:
+            pending: set[asyncio.Future[None]] = {work, stopped, *side}
+            while not stopped.done() and not work.done():
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    self._check_failed(task)
+            if not self.shutdown.requested:
+                self.shutdown.request(f"{self.service.name} work ended")
+            grace = self.settings.pop_timeout + _GRACE
+            try:
+                async with asyncio.timeout(grace):
+                    await asyncio.wait({work})
+            except TimeoutError:
+                log.warning("work did not stop within %.1fs: cancelling it", grace)
+            self._check_failed(work)
+        finally:
+            for task in (work, stopped, *side):
+                task.cancel()
+            await asyncio.gather(work, stopped, *side, return_exceptions=True)
+            for task in side:
+                self._check_failed(task)
+
+    def _check_failed(self, task: asyncio.Future[None]) -> None:
+        if not task.done() or task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        assert exc is not None
+        if isinstance(exc, MpushError):
+            self.shutdown.request(str(exc), exit_code=exc.exit_code)
+            raise exc
+        log.error("unexpected failure: %r", exc, exc_info=exc)
+        self.shutdown.request(f"failure: {exc!r}", exit_code=1)
+        raise MpushError(f"unexpected failure: {exc!r}") from exc
+
+    async def _bookkeeping(self, metrics: Metrics, lifecycle: Lifecycle | None) -> None:
+        steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [("final metrics flush", metrics.flush)]
+        if lifecycle is not None:
+            steps.append(("deregistration", lifecycle.deregister))
+        for what, step in steps:
+            try:
+                async with asyncio.timeout(_BOOKKEEPING_TIMEOUT):
+                    await step()
+            except Exception as exc:  # best effort: registrations expire by themselves
+                log.warning("%s failed: %r", what, exc)

@@ -1,0 +1,42 @@
+"""The one stop signal of a service: set by OS signals, the registry watcher, or a failure."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+__all__ = ["Shutdown"]
+
+log = logging.getLogger(__name__)
+
+
+class Shutdown:
+    """A latch with a reason and an exit code. The first request wins; later ones are ignored."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self.reason: str | None = None
+        self.exit_code = 0
+
+    @property
+    def requested(self) -> bool:
+        return self._event.is_set()
+
+    def request(self, reason: str, exit_code: int = 0) -> None:
+        if self._event.is_set():
+            return
+        self.reason = reason
+        self.exit_code = exit_code
+        log.info("stopping: %s", reason)
+        self._event.set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+    async def sleep(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; return True early (and at once) if shutdown is requested."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._event.wait()
+        return self._event.is_set()

@@ -1,0 +1,1 @@
+"""One small module per service. A service never imports another service."""
