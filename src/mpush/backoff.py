@@ -22,7 +22,7 @@ class Backoff:
     def next_delay(self) -> float:
         delay = min(self.cap, self.base * (2**self.attempt))
         self.attempt = min(self.attempt + 1, 32)
-        return delay / 2 + self.rng.uniform(0, delay / 2)
+        return float(delay / 2 + self.rng.uniform(0, delay / 2))
 
     def reset(self) -> None:
         self.attempt = 0
@@ -30,41 +30,40 @@ class Backoff:
 
 @dataclass
 class Outage:
-    """Logs the start of an outage once and its end with the duration.
+    """One Redis connection's outages, logged once at the start and once at the end.
 
-    ``failed()`` is called on every failed attempt, ``recovered()`` after a success; only the first
-    failure of an episode and its end are logged.
+    Shared by every loop that uses the connection, so an episode is one warning however many loops
+    notice it. Each loop keeps its own Backoff for its delays.
     """
 
     what: str
     log: logging.Logger
     since: float | None = None
-    attempts: int = 0
-    backoff: Backoff = field(default_factory=Backoff)
+    failures: int = 0
 
     @property
     def active(self) -> bool:
         return self.since is not None
 
-    def failed(self, exc: BaseException) -> float:
-        """Record a failure; return how long to sleep before the next attempt."""
-        self.attempts += 1
+    def failed(self, exc: BaseException) -> None:
+        """Record a failed attempt; the first of an episode is logged."""
+        self.failures += 1
         if self.since is None:
             self.since = time.monotonic()
-            self.log.warning("%s unavailable (%s); retrying with backoff", self.what, _describe(exc))
-        return self.backoff.next_delay()
+            self.log.warning(
+                "%s unavailable (%s); retrying with backoff", self.what, _describe(exc)
+            )
 
     def recovered(self) -> float | None:
-        """Record a success; return the outage's duration if one just ended."""
+        """Record a success; return the episode's duration if one just ended (and log it)."""
         if self.since is None:
             return None
         duration = time.monotonic() - self.since
         self.log.warning(
-            "%s back after %.1fs (%d failed attempts)", self.what, duration, self.attempts
+            "%s back after %.1fs (%d failed attempts)", self.what, duration, self.failures
         )
         self.since = None
-        self.attempts = 0
-        self.backoff.reset()
+        self.failures = 0
         return duration
 
 

@@ -103,8 +103,11 @@ def _options(cls: type[CommonSettings]) -> list[inspect.Parameter]:
         elif not is_flag and field.default not in (None, ""):
             helptext += f" (default: {field.default})"
         option = typer.Option(None, *decls, help=helptext, show_default=False)
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
-                                        annotation=annotation))
+        params.append(
+            inspect.Parameter(
+                name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation
+            )
+        )
     return params
 
 
@@ -121,7 +124,9 @@ def service_command(name: str, cls: type[S], create: Callable[[S], Service]) -> 
     app.command(name, help=inspect.getdoc(cls))(command)
 
 
-def _run_service(name: str, cls: type[S], create: Callable[[S], Service], flags: dict[str, Any]) -> int:
+def _run_service(
+    name: str, cls: type[S], create: Callable[[S], Service], flags: dict[str, Any]
+) -> int:
     try:
         settings = load_settings(cls, flags)
     except ConfigError as exc:
@@ -158,8 +163,12 @@ def status(
     """Show the registered services, queue lengths and metrics of a namespace."""
     from mpush.status import collect, render_json, render_prometheus, render_table
 
-    flags = {"redis": redis, "service_namespace": service_namespace, "cluster": cluster,
-             "config": config}
+    flags = {
+        "redis": redis,
+        "service_namespace": service_namespace,
+        "cluster": cluster,
+        "config": config,
+    }
     try:
         settings = load_settings(StatusSettings, flags)
         if not settings.service_namespace:

@@ -52,7 +52,9 @@ class CommonSettings(BaseSettings):
 
     cli_names: ClassVar[dict[str, str]] = {}
 
-    config: Path | None = Field(None, description="Config file (TOML or JSON) read before env/flags.")
+    config: Path | None = Field(
+        None, description="Config file (TOML or JSON) read before env/flags."
+    )
     redis: str = Field("redis://127.0.0.1:6379/0", description="Redis URL of the queues.")
     cluster: bool = Field(False, description="Treat the Redis URL as a Redis Cluster.")
     service_namespace: str | None = Field(
@@ -107,9 +109,7 @@ class MoverSettings(CommonSettings):
 
     input: str = Field(..., min_length=1, description="The list messages are taken from.")
     out: list[str] = Field(..., min_length=1, description="A list messages are pushed to.")
-    batch: int = Field(
-        1000, ge=1, le=5000, description="Most messages moved by one atomic step."
-    )
+    batch: int = Field(1000, ge=1, le=5000, description="Most messages moved by one atomic step.")
     capacity: int = Field(
         0, ge=0, description="Trim each out list to its newest N messages (0: no trim)."
     )
@@ -145,7 +145,9 @@ class StatusSettings(CommonSettings):
 S = TypeVar("S", bound=CommonSettings)
 
 
-def load_settings(cls: type[S], flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> S:
+def load_settings(
+    cls: type[S], flags: Mapping[str, Any], env: Mapping[str, str] | None = None
+) -> S:
     """Build ``cls`` from defaults, file, environment and ``flags`` (None values are unset)."""
     given = {k: v for k, v in flags.items() if v is not None and v != []}
     _check_env(os.environ if env is None else env)
@@ -172,7 +174,9 @@ def _all_fields() -> set[str]:
     return names
 
 
-def _config_error(cls: type[CommonSettings], exc: ValidationError, flags: Mapping[str, Any]) -> ConfigError:
+def _config_error(
+    cls: type[CommonSettings], exc: ValidationError, flags: Mapping[str, Any]
+) -> ConfigError:
     err = exc.errors()[0]
     loc = [str(part) for part in err["loc"]]
     key = loc[0] if loc else "settings"
@@ -274,7 +278,5 @@ def normalise_keys(data: Mapping[str, Any], fields: set[str]) -> dict[str, Any]:
             name = snake if snake in fields else name
         if name in _OBSOLETE_NAMES or _snake(name) in _OBSOLETE_NAMES:
             continue
-        if name == "out" and isinstance(value, str):
-            value = [value]
-        result[name] = value
+        result[name] = [value] if name == "out" and isinstance(value, str) else value
     return result

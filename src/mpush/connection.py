@@ -21,7 +21,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from mpush.backoff import Outage
+from mpush.backoff import Backoff, Outage
 from mpush.errors import ConfigError, RedisUnavailableError
 
 __all__ = [
@@ -112,12 +112,13 @@ def connect(
 
 
 async def wait_until_reachable(
-    client: AnyRedis, *, what: str, timeout: float, log: logging.Logger
+    client: AnyRedis, *, what: str, within: float, log: logging.Logger
 ) -> None:
-    """PING ``client`` with backoff until it answers; RedisUnavailableError after ``timeout``."""
+    """PING ``client`` with backoff until it answers; RedisUnavailableError after ``within`` s."""
     outage = Outage(what, log)
+    backoff = Backoff()
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within
     while True:
         try:
             await client.ping()
@@ -126,10 +127,11 @@ async def wait_until_reachable(
                 raise
             if isinstance(exc, rex.AuthenticationError | rex.AuthorizationError):
                 raise RedisUnavailableError(f"{what}: authentication failed: {exc}") from exc
-            delay = outage.failed(exc)
+            outage.failed(exc)
+            delay = backoff.next_delay()
             if loop.time() + delay > deadline:
                 raise RedisUnavailableError(
-                    f"{what} not reachable after {timeout:g}s: {exc}"
+                    f"{what} not reachable after {within:g}s: {exc}"
                 ) from exc
             await asyncio.sleep(delay)
         else:

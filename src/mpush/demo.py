@@ -37,10 +37,26 @@ def run_demo(redis_url: str | None) -> int:
     with _redis(redis_url, console) as url:
         client = redis_sync.Redis.from_url(url, decode_responses=True)
         client.delete(IN, *OUTS)
-        argv = [sys.executable, "-m", "mpush", "mpush", "--redis", url, "--in", IN,
-                "--out", OUTS[0], "--out", OUTS[1], "--service-namespace", NAMESPACE]
-        console.print(f"[bold]$ mpush mpush --redis {url} --in {IN} --out {OUTS[0]} "
-                      f"--out {OUTS[1]} --service-namespace {NAMESPACE}[/]")
+        argv = [
+            sys.executable,
+            "-m",
+            "mpush",
+            "mpush",
+            "--redis",
+            url,
+            "--in",
+            IN,
+            "--out",
+            OUTS[0],
+            "--out",
+            OUTS[1],
+            "--service-namespace",
+            NAMESPACE,
+        ]
+        console.print(
+            f"[bold]$ mpush mpush --redis {url} --in {IN} --out {OUTS[0]} "
+            f"--out {OUTS[1]} --service-namespace {NAMESPACE}[/]"
+        )
         service = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
         try:
             if not _until(lambda: client.llen(f"{NAMESPACE}:service:ids") > 0, service):
@@ -54,7 +70,8 @@ def run_demo(redis_url: str | None) -> int:
             for out in OUTS:
                 console.print(f"[bold]$ redis-cli lrange {out} 0 -1[/]")
                 for index, message in enumerate(client.lrange(out, 0, -1), start=1):
-                    console.print(f"{index}) \"{message}\"")
+                    text = message if isinstance(message, str) else message.decode()
+                    console.print(f'{index}) "{text}"')
             _until(lambda: client.exists(f"{NAMESPACE}:metrics:move") > 0, service)
             client.close()
             console.print(f"[bold]$ mpush status --redis {url} --service-namespace {NAMESPACE}[/]")

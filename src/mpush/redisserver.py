@@ -81,15 +81,24 @@ class RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         args = [
             redis_server_binary(),
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--dir", str(self.directory),
-            "--save", "",
-            "--appendonly", "yes",
-            "--appendfsync", "everysec",
-            "--daemonize", "no",
-            "--protected-mode", "yes",
-            "--logfile", str(self.directory / "redis.log"),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.directory),
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+            "--logfile",
+            str(self.directory / "redis.log"),
             *self.extra,
         ]
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
@@ -149,7 +158,7 @@ class RedisServer:
 
 @dataclass
 class RedisCluster:
-    """A Redis Cluster of ``masters`` masters (no replicas) on free ports, created with redis-cli."""
+    """A Redis Cluster of ``masters`` masters, no replicas, on free ports; made with redis-cli."""
 
     directory: Path
     masters: int = 3
@@ -166,17 +175,28 @@ class RedisCluster:
         for index in range(self.masters):
             node = RedisServer(
                 self.directory / f"node{index}",
-                extra=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                       "--cluster-node-timeout", "2000"),
+                extra=(
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                ),
             )
             self.nodes.append(node.start())
         addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
         created = subprocess.run(
             [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
-            capture_output=True, text=True, timeout=60, check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         if created.returncode != 0:
-            raise ServerError(f"redis-cli --cluster create failed: {created.stdout}{created.stderr}")
+            raise ServerError(
+                f"redis-cli --cluster create failed: {created.stdout}{created.stderr}"
+            )
         self.wait_ok()
         return self
 
@@ -186,8 +206,13 @@ class RedisCluster:
         cli = shutil.which("redis-cli") or "redis-cli"
         while time.monotonic() < deadline:
             states = [
-                subprocess.run([cli, "-p", str(node.port), "cluster", "info"],
-                               capture_output=True, text=True, timeout=5, check=False).stdout
+                subprocess.run(
+                    [cli, "-p", str(node.port), "cluster", "info"],
+                    capture_output=True,
+                    text=True,
+                    timeout=5,
+                    check=False,
+                ).stdout
                 for node in self.nodes
             ]
             if all("cluster_state:ok" in state for state in states):

@@ -16,7 +16,14 @@ from rich.table import Table
 from mpush.connection import AnyRedis
 from mpush.keys import ServiceKeys
 
-__all__ = ["Instance", "StatusReport", "collect", "render_json", "render_prometheus", "render_table"]
+__all__ = [
+    "Instance",
+    "StatusReport",
+    "collect",
+    "render_json",
+    "render_prometheus",
+    "render_table",
+]
 
 
 @dataclass
@@ -61,7 +68,9 @@ def _number(raw: str | None) -> float | None:
         return None
 
 
-async def collect(redis: AnyRedis, namespace: str, extra_queues: list[str] | None = None) -> StatusReport:
+async def collect(
+    redis: AnyRedis, namespace: str, extra_queues: list[str] | None = None
+) -> StatusReport:
     """Read the registry, the queues the instances name, and every metrics hash."""
     keys = ServiceKeys(namespace)
     seconds, micros = await redis.time()
@@ -71,18 +80,26 @@ async def collect(redis: AnyRedis, namespace: str, extra_queues: list[str] | Non
     queues: dict[str, int] = {}
     for raw_id in dict.fromkeys(await redis.lrange(keys.ids, 0, -1)):
         instance_id = _text(raw_id)
-        data = {_text(k): _text(v) for k, v in (await redis.hgetall(keys.instance(instance_id))).items()}
+        data = {
+            _text(k): _text(v) for k, v in (await redis.hgetall(keys.instance(instance_id))).items()
+        }
         if not data:
             stale.append(instance_id)
             continue
         ttl = int(await redis.ttl(keys.instance(instance_id)))
         base = {"service", "host", "pid", "started", "renewed"}
-        instances.append(Instance(
-            id=instance_id, service=data.get("service", "?"), host=data.get("host", "?"),
-            pid=data.get("pid", "?"), started=_number(data.get("started")),
-            renewed=_number(data.get("renewed")), ttl=ttl,
-            fields={k: v for k, v in data.items() if k not in base},
-        ))
+        instances.append(
+            Instance(
+                id=instance_id,
+                service=data.get("service", "?"),
+                host=data.get("host", "?"),
+                pid=data.get("pid", "?"),
+                started=_number(data.get("started")),
+                renewed=_number(data.get("renewed")),
+                ttl=ttl,
+                fields={k: v for k, v in data.items() if k not in base},
+            )
+        )
         for name in ("in", "out"):
             for queue in filter(None, data.get(name, "").split(",")):
                 queues[queue] = 0
@@ -114,10 +131,16 @@ def render_table(report: StatusReport, console: Console) -> None:
     for column in ("id", "service", "host", "pid", "age", "last renew", "ttl", "queues"):
         services.add_column(column)
     for inst in report.instances:
-        queues = " → ".join(filter(None, [inst.fields.get("in"), inst.fields.get("out")]))
+        route = " → ".join(filter(None, [inst.fields.get("in"), inst.fields.get("out")]))
         services.add_row(
-            inst.id, inst.service, inst.host, inst.pid, _seconds(inst.age(report.now)),
-            _seconds(inst.since_renew(report.now)) + " ago", f"{inst.ttl}s", queues,
+            inst.id,
+            inst.service,
+            inst.host,
+            inst.pid,
+            _seconds(inst.age(report.now)),
+            _seconds(inst.since_renew(report.now)) + " ago",
+            f"{inst.ttl}s",
+            route,
         )
     if not report.instances:
         services.add_row("-", "(no live instances)", "", "", "", "", "", "")
@@ -137,13 +160,17 @@ def render_table(report: StatusReport, console: Console) -> None:
             count = values.get("count", 0.0)
             total = values.get("sum", 0.0)
             other = ", ".join(
-                f"{k}={v:g}" for k, v in values.items()
+                f"{k}={v:g}"
+                for k, v in values.items()
                 if k not in ("count", "sum", "max") and not k.startswith("histo")
             )
             metrics.add_row(
-                name, f"{count:g}", f"{total:g}",
+                name,
+                f"{count:g}",
+                f"{total:g}",
                 f"{total / count:.3g}" if count else "-",
-                f"{values['max']:g}" if "max" in values else "-", other,
+                f"{values['max']:g}" if "max" in values else "-",
+                other,
             )
         console.print(metrics)
     if report.stale_ids:
@@ -166,7 +193,10 @@ def render_prometheus(report: StatusReport) -> str:
         per_service[inst.service] = per_service.get(inst.service, 0) + 1
     for service, count in sorted(per_service.items()):
         lines.append(f'mpush_instances{{namespace="{ns}",service="{service}"}} {count}')
-    lines += ["# HELP mpush_queue_length Length of a Redis list.", "# TYPE mpush_queue_length gauge"]
+    lines += [
+        "# HELP mpush_queue_length Length of a Redis list.",
+        "# TYPE mpush_queue_length gauge",
+    ]
     for queue, length in report.queues.items():
         lines.append(f'mpush_queue_length{{namespace="{ns}",queue="{_escape(queue)}"}} {length}')
     for name, values in report.metrics.items():

@@ -20,7 +20,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from mpush.backoff import Outage
+from mpush.backoff import Backoff, Outage
 from mpush.connection import AnyRedis, is_transient, load_lua
 from mpush.errors import FencedError, MpushError
 from mpush.keys import ServiceKeys
@@ -52,12 +52,14 @@ class Lifecycle:
         service: str,
         info: Mapping[str, str],
         policy: LifecyclePolicy,
+        outage: Outage | None = None,
     ) -> None:
         self._redis = redis
         self._keys = keys
         self._service = service
         self._info = dict(info)
         self._policy = policy
+        self._outage = outage or Outage("registry redis", log)
         self._register = redis.register_script(load_lua("register"))
         self._renew = redis.register_script(load_lua("renew"))
         self.instance_id: int | None = None
@@ -113,7 +115,9 @@ class Lifecycle:
 
     async def renew(self) -> bool:
         """Renew; False when the registration is gone. FencedError when someone changed it."""
-        status, value = await self._renew(keys=[self.key], args=[self._renewed, self._policy.expire])
+        status, value = await self._renew(
+            keys=[self.key], args=[self._renewed, self._policy.expire]
+        )
         if int(status) == 1:
             self._renewed = _text(value)
             return True
@@ -133,7 +137,7 @@ class Lifecycle:
         A vanished key requests a clean stop (exit 0); a changed one a fenced stop. Redis outages
         are waited out with backoff: the registration survives them unless they outlast expiry.
         """
-        outage = Outage("registry redis", log)
+        backoff = Backoff()
         since_renew = 0.0
         interval = min(self._policy.check, self._policy.renew)
         delay = interval
@@ -145,7 +149,8 @@ class Lifecycle:
                     since_renew = 0.0
                 else:
                     alive = await self.exists()
-                outage.recovered()
+                self._outage.recovered()
+                backoff.reset()
                 delay = interval
             except FencedError as exc:
                 self._fenced = True  # the key is someone else's now: never touch it again
@@ -154,7 +159,8 @@ class Lifecycle:
             except Exception as exc:
                 if not is_transient(exc):
                     raise
-                delay = outage.failed(exc)
+                self._outage.failed(exc)
+                delay = backoff.next_delay()
                 continue
             if not alive:
                 shutdown.request(f"{self.key} was deleted or expired (remote shutdown)")
@@ -166,7 +172,7 @@ class Lifecycle:
             return
         key = self.key
         await self._redis.delete(key)
-        await self._redis.lrem(self._keys.ids, 0, self.instance_id)
+        await self._redis.lrem(self._keys.ids, 0, str(self.instance_id))
         log.info("deregistered %s", key)
         self.instance_id = None
 

@@ -12,7 +12,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
-from mpush.backoff import Outage
+from mpush.backoff import Backoff, Outage
 from mpush.connection import AnyRedis, is_transient, load_lua
 from mpush.keys import ServiceKeys
 from mpush.runtime.shutdown import Shutdown
@@ -48,8 +48,11 @@ class _Pending:
 class Metrics:
     """Collects observations and counters; ``flush`` writes them; ``run`` flushes periodically."""
 
-    def __init__(self, redis: AnyRedis | None, keys: ServiceKeys | None) -> None:
+    def __init__(
+        self, redis: AnyRedis | None, keys: ServiceKeys | None, outage: Outage | None = None
+    ) -> None:
         self._redis = redis
+        self._outage = outage or Outage("metrics redis", log)
         self._keys = keys
         self._script = redis.register_script(load_lua("metrics")) if redis is not None else None
         self._pending: dict[str, _Pending] = {}
@@ -106,14 +109,16 @@ class Metrics:
         """Flush every ``interval`` seconds until shutdown; Redis outages are waited out."""
         if not self.enabled:
             return
-        outage = Outage("metrics redis", log)
+        backoff = Backoff()
         delay = interval
         while not await shutdown.sleep(delay):
             try:
                 await self.flush()
-                outage.recovered()
+                self._outage.recovered()
+                backoff.reset()
                 delay = interval
             except Exception as exc:
                 if not is_transient(exc):
                     raise
-                delay = outage.failed(exc)
+                self._outage.failed(exc)
+                delay = backoff.next_delay()

@@ -16,8 +16,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from mpush.backoff import Outage
+from mpush.backoff import Backoff, Outage
 from mpush.config import MoverSettings
 from mpush.connection import AnyRedis, RedisTarget, is_transient, load_lua
 from mpush.errors import ConfigError
@@ -50,8 +51,11 @@ class MoveResult:
 class Mover:
     """Moves messages from ``source`` to every target, a batch per atomic step, until shutdown."""
 
-    def __init__(self, redis: AnyRedis, options: MoveOptions, metrics: Metrics) -> None:
+    def __init__(
+        self, redis: AnyRedis, options: MoveOptions, metrics: Metrics, outage: Outage | None = None
+    ) -> None:
         self._redis = redis
+        self._outage = outage or Outage("redis", log)
         self.options = options
         self._metrics = metrics
         self._script = redis.register_script(load_lua("move"))
@@ -70,22 +74,26 @@ class Mover:
     async def wait_for_input(self) -> bool:
         """Block until the input has a message or ``pop_timeout`` passes; True if one is there."""
         source = self.options.source
-        found = await self._redis.blmove(source, source, self.options.pop_timeout, "RIGHT", "RIGHT")
+        timeout: Any = self.options.pop_timeout  # redis-py types it int; Redis takes decimals
+        found = await self._redis.blmove(source, source, timeout, "RIGHT", "RIGHT")
         return found is not None
 
     async def run(self, shutdown: Shutdown) -> None:
         """Move until shutdown. Redis outages are logged once and waited out with backoff."""
-        outage = Outage("redis", log)
+        backoff = Backoff()
         while not shutdown.requested:
             try:
                 result = await self.step()
                 if result.moved < self.options.batch:
                     await self.wait_for_input()
-                outage.recovered()
+                self._outage.recovered()
+                backoff.reset()
             except Exception as exc:
                 if not is_transient(exc):
                     raise
-                await shutdown.sleep(outage.failed(exc))
+                self._outage.failed(exc)
+                await shutdown.sleep(backoff.next_delay())
+
 
 class MoverService:
     """The runnable of mpush and lpush: one engine, one or several outputs."""
@@ -116,4 +124,4 @@ class MoverService:
                 raise ConfigError(setting, f"{key!r} holds a Redis {kind}, not a list")
 
     async def run(self, ctx: Context) -> None:
-        await Mover(ctx.redis, self.options, ctx.metrics).run(ctx.shutdown)
+        await Mover(ctx.redis, self.options, ctx.metrics, ctx.outage).run(ctx.shutdown)

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from mpush.backoff import Outage
 from mpush.connection import (
     AnyRedis,
     RedisTarget,
@@ -78,6 +79,7 @@ class Context:
     shutdown: Shutdown
     metrics: Metrics
     instance_id: int | None
+    outage: Outage  # the main Redis's outage log, shared by every loop using ``redis``
 
 
 class Service(Protocol):
@@ -151,33 +153,44 @@ class _Run:
         if settings.service_redis:
             registry_redis, _ = self._client(settings.service_redis, "service_redis")
         await wait_until_reachable(
-            redis, what=f"redis {describe_url(settings.redis)}",
-            timeout=settings.startup_timeout, log=log,
+            redis,
+            what=f"redis {describe_url(settings.redis)}",
+            within=settings.startup_timeout,
+            log=log,
         )
         await self.service.prepare(redis, target)
+        outage = Outage(f"redis {describe_url(settings.redis)}", log)
+        registry_outage = outage if registry_redis is redis else Outage("service redis", log)
 
         lifecycle: Lifecycle | None = None
         metrics = Metrics.disabled()
         if settings.service_namespace:
             if registry_redis is not redis:
                 await wait_until_reachable(
-                    registry_redis, what="service redis",
-                    timeout=settings.startup_timeout, log=log,
+                    registry_redis,
+                    what="service redis",
+                    within=settings.startup_timeout,
+                    log=log,
                 )
             keys = ServiceKeys(settings.service_namespace)
             lifecycle = Lifecycle(
-                registry_redis, keys, service=self.service.name,
+                registry_redis,
+                keys,
+                service=self.service.name,
                 info=self.service.registry_info(),
                 policy=LifecyclePolicy(
-                    expire=settings.service_expire, renew=settings.service_renew,
-                    check=settings.service_check, capacity=settings.service_capacity,
+                    expire=settings.service_expire,
+                    renew=settings.service_renew,
+                    check=settings.service_check,
+                    capacity=settings.service_capacity,
                 ),
+                outage=registry_outage,
             )
             await lifecycle.register()
-            metrics = Metrics(registry_redis, keys)
+            metrics = Metrics(registry_redis, keys, registry_outage)
 
-        ctx = Context(redis, target, self.shutdown, metrics,
-                      lifecycle.instance_id if lifecycle else None)
+        instance_id = lifecycle.instance_id if lifecycle else None
+        ctx = Context(redis, target, self.shutdown, metrics, instance_id, outage)
         log.info("%s started on %s", self.service.name, describe_url(settings.redis))
         try:
             await self._work(ctx, lifecycle)
@@ -229,7 +242,9 @@ class _Run:
         raise MpushError(f"unexpected failure: {exc!r}") from exc
 
     async def _bookkeeping(self, metrics: Metrics, lifecycle: Lifecycle | None) -> None:
-        steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [("final metrics flush", metrics.flush)]
+        steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("final metrics flush", metrics.flush)
+        ]
         if lifecycle is not None:
             steps.append(("deregistration", lifecycle.deregister))
         for what, step in steps:
