@@ -5,10 +5,7 @@ input with one ``RPOP key count`` and pushes them to every output with one multi
 the messages never leave Redis, so a process killed at any instant loses and duplicates nothing,
 and replicas can run side by side (each step is atomic, so no message is taken twice).
 
-When a step finds fewer than ``batch`` messages the input is drained, and the engine waits for the
-next message with ``BLMOVE in in RIGHT RIGHT pop_timeout``: a blocking pop that pushes the message
-straight back where it was. It holds nothing, so it is safe to abandon at any time, and it wakes
-the engine the moment a producer pushes — a lone message goes through in two round trips.
+The loop around the steps (waiting when drained, backing off through outages) is ``stage.py``'s.
 """
 
 from __future__ import annotations
@@ -16,16 +13,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from mpush.backoff import Backoff, Outage
+from mpush.backoff import Outage
 from mpush.config import MoverSettings
-from mpush.connection import AnyRedis, RedisTarget, is_transient, load_lua
+from mpush.connection import AnyRedis, RedisTarget, load_lua
 from mpush.errors import ConfigError
 from mpush.keys import check_same_slot
 from mpush.runtime.metrics import Metrics
 from mpush.runtime.runner import Context
 from mpush.runtime.shutdown import Shutdown
+from mpush.runtime.stage import run_stage, wait_for_input
 
 __all__ = ["MoveOptions", "MoveResult", "Mover", "MoverService"]
 
@@ -71,28 +68,18 @@ class Mover:
             self._metrics.incr("move", "trimmed", result.trimmed)
         return result
 
-    async def wait_for_input(self) -> bool:
-        """Block until the input has a message or ``pop_timeout`` passes; True if one is there."""
-        source = self.options.source
-        timeout: Any = self.options.pop_timeout  # redis-py types it int; Redis takes decimals
-        found = await self._redis.blmove(source, source, timeout, "RIGHT", "RIGHT")
-        return found is not None
-
     async def run(self, shutdown: Shutdown) -> None:
         """Move until shutdown. Redis outages are logged once and waited out with backoff."""
-        backoff = Backoff()
-        while not shutdown.requested:
-            try:
-                result = await self.step()
-                if result.moved < self.options.batch:
-                    await self.wait_for_input()
-                self._outage.recovered()
-                backoff.reset()
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                self._outage.failed(exc)
-                await shutdown.sleep(backoff.next_delay())
+
+        async def step() -> int:
+            return (await self.step()).moved
+
+        async def wait() -> bool:
+            return await wait_for_input(self._redis, self.options.source, self.options.pop_timeout)
+
+        await run_stage(
+            step, wait, batch=self.options.batch, shutdown=shutdown, outage=self._outage
+        )
 
 
 class MoverService:
