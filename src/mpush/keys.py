@@ -15,6 +15,19 @@ Everything else lives under a *service namespace* ``NS`` (for example ``demo:mpu
 On Redis Cluster every key of one atomic operation must hash to one slot. A namespace with a hash
 tag, such as ``{demo}:mpush``, keeps all of a namespace's keys on one node; queue names take the
 same tag (``{demo}:in``, ``{demo}:out0``).
+
+ndeploy keeps its requests and responses under its namespace too (see ``NdeployKeys``)::
+
+    NS:req:id              string  INCR counter handing out request ids
+    NS:req:<id>            hash    git, branch, commit, tag (the requester's); instance, step,
+                                   attempts (ndeploy's)
+    NS:req                 list    request ids waiting: requesters LPUSH, ndeploy takes the right
+    NS:req:malformed       list    popped entries that were not request ids, set aside
+    NS:inflight:<inst>     list    the ids instance <inst> has claimed (BLMOVE from NS:req)
+    NS:inflight            set     instance ids that may hold an in-flight list
+    NS:res:<id>            hash    the response: service, deployDir, cloned, installed,
+                                   actualCommit, finished — or service, error, failedStep, finished
+    NS:res:<id>:done       list    "ok" or "error", pushed with the response; the requester BLPOPs
 """
 
 from __future__ import annotations
@@ -26,7 +39,7 @@ from redis.crc import key_slot as _key_slot
 
 from mpush.errors import ConfigError
 
-__all__ = ["ServiceKeys", "check_same_slot", "hash_tag", "key_slot"]
+__all__ = ["NdeployKeys", "ServiceKeys", "check_same_slot", "hash_tag", "key_slot"]
 
 
 @dataclass(frozen=True)
@@ -91,3 +104,38 @@ def _with_tag(key: str, tag: str) -> str:
         return key.replace("{" + current + "}", "{" + tag + "}", 1)
     head, sep, tail = key.partition(":")
     return f"{{{tag}}}:{tail}" if sep and head == tag else f"{{{tag}}}:{key}"
+
+
+@dataclass(frozen=True)
+class NdeployKeys:
+    """ndeploy's request queue, claims and responses under one namespace."""
+
+    namespace: str
+
+    @property
+    def queue(self) -> str:
+        return f"{self.namespace}:req"
+
+    @property
+    def counter(self) -> str:
+        return f"{self.namespace}:req:id"
+
+    def request(self, request_id: int | str) -> str:
+        return f"{self.namespace}:req:{request_id}"
+
+    @property
+    def malformed(self) -> str:
+        return f"{self.namespace}:req:malformed"
+
+    @property
+    def holders(self) -> str:
+        return f"{self.namespace}:inflight"
+
+    def inflight(self, instance_id: int | str) -> str:
+        return f"{self.namespace}:inflight:{instance_id}"
+
+    def response(self, request_id: int | str) -> str:
+        return f"{self.namespace}:res:{request_id}"
+
+    def done(self, request_id: int | str) -> str:
+        return f"{self.namespace}:res:{request_id}:done"
