@@ -2,8 +2,11 @@
 
 A deploy either completes — its record written, ``current`` switched to it — or leaves nothing
 behind: on any failure, timeout or cancellation its half-made dir is removed and ``current`` is
-untouched. The deploy dir is locked while it is worked on, so a request redone after its first
-holder died never shares the dir with a straggler of the first attempt.
+untouched. The deploy dir is locked while it is worked on.
+
+A request is redone when the instance that held it died. If that attempt had completed here (its
+record written), the redo answers from the record instead of deploying again; if it had not, the
+redo first kills the attempt's stragglers (pip's children outlive a kill -9) and removes its dir.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 
 from mpush.deploy import git
 from mpush.deploy.layout import DeployRecord, DeployRoot
-from mpush.deploy.proc import StepError
+from mpush.deploy.proc import StepError, kill_stragglers
 from mpush.deploy.request import DeployRequest, url_allowed
 from mpush.deploy.venv import create_venv, install, plan_install
 
@@ -68,7 +71,16 @@ async def deploy(
         raise StepError("lock", f"cannot lock in {root.path}: {exc}") from exc
     step = "prepare"
     try:
-        root.discard(request.id)  # what an attempt that died left behind
+        earlier = root.record(request.id)
+        if earlier is not None and earlier.git == request.git:
+            log.info(
+                "deploy %d: completed by an earlier attempt; answering from its record", request.id
+            )
+            current = root.current_id()
+            if current is None or current < request.id:
+                root.switch(request.id)
+            return earlier
+        _clear_leftovers(root, request.id)
         record = await _steps(request, root, policy, service, clock, progress)
         step = "switch"
         root.write_record(record)
@@ -91,6 +103,19 @@ async def deploy(
         if removed:
             log.info("deploy %d: pruned %s", request.id, ", ".join(map(str, removed)))
     return record
+
+
+def _clear_leftovers(root: DeployRoot, deploy_id: int) -> None:
+    """Remove what an attempt that died left behind, stopping its stragglers first."""
+    directory = root.deploy_dir(deploy_id)
+    if not directory.exists():
+        return
+    killed = kill_stragglers(directory)
+    if killed:
+        log.warning(
+            "deploy %d: killed %d process(es) left by an earlier attempt", deploy_id, killed
+        )
+    root.discard(deploy_id)
 
 
 async def _steps(

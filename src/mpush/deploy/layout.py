@@ -127,6 +127,16 @@ class DeployRoot:
                 log.warning("skipping unreadable deploy record %s: %s", path, exc)
         return sorted(found, key=lambda record: record.id)
 
+    def record(self, deploy_id: int) -> DeployRecord | None:
+        """The record of ``deploy_id`` if it was deployed successfully here."""
+        try:
+            return DeployRecord.from_json(self.record_path(deploy_id).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("unreadable deploy record %s: %s", self.record_path(deploy_id), exc)
+            return None
+
     def current_id(self) -> int | None:
         try:
             target = os.readlink(self.current_link)

@@ -3,8 +3,9 @@
 Each child starts in its own session (no controlling terminal, so git or ssh can never stop to
 prompt for a password) and its own process group, which is killed as a whole on timeout or
 cancellation — a build backend that pip started goes with it. On Linux the child also gets
-SIGKILL if ndeploy itself dies (``PR_SET_PDEATHSIG``), so a kill -9 of the service does not leave
-a clone or an install running on its own.
+SIGKILL if ndeploy itself dies (``PR_SET_PDEATHSIG``). That reaches only the direct child: pip's
+own children outlive a kill -9 of ndeploy, so before a deploy dir left by a dead attempt is reused,
+``kill_stragglers`` kills every process whose command line names a file in it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["StepError", "run_step"]
+__all__ = ["StepError", "kill_stragglers", "run_step"]
 
 _TAIL_LINES = 8
 _TAIL_CHARS = 1000
@@ -99,6 +100,41 @@ async def _kill(proc: asyncio.subprocess.Process) -> None:
         proc.kill()
     with contextlib.suppress(Exception):
         await asyncio.wait_for(proc.wait(), 5.0)
+
+
+def kill_stragglers(path: Path, *, rounds: int = 5) -> int:
+    """SIGKILL the processes (that we may signal) whose arguments name ``path`` or a file in it.
+
+    Reads ``/proc`` (Linux); elsewhere it does nothing. Scans again after killing, up to
+    ``rounds`` times, in case a straggler started a child meanwhile. Returns how many were killed.
+    """
+    proc_root = Path("/proc")
+    if not proc_root.is_dir():
+        return 0
+    needle = str(path).encode()
+    killed = 0
+    for _ in range(rounds):
+        found = [pid for pid in _pids(proc_root) if _names(proc_root / str(pid), needle)]
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+        if not found:
+            break
+    return killed
+
+
+def _pids(proc_root: Path) -> list[int]:
+    me = os.getpid()
+    return [int(e.name) for e in proc_root.iterdir() if e.name.isdecimal() and int(e.name) != me]
+
+
+def _names(entry: Path, needle: bytes) -> bool:
+    try:
+        args = (entry / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return any(arg == needle or arg.startswith(needle + b"/") for arg in args)
 
 
 def tail(output: str, lines: int = _TAIL_LINES) -> str:
