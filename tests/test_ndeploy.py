@@ -203,13 +203,21 @@ def test_failed_deploys_answer_with_the_step_and_leave_current_alone(
     assert client.hget(f"{NS}:metrics:deploy", "malformed") == "1", metric
 
 
-def test_service_refuses_to_start_without_an_allowlist(nd_standalone: Ndeploy) -> None:
-    result = run_cli(*nd_standalone.args("serve"))
+def test_cli_refusals_and_the_deploy_wait(nd_standalone: Ndeploy) -> None:
+    nd = nd_standalone
+    result = run_cli(*nd.args("serve"))
     assert result.returncode == 2
     assert "allow: give at least one git URL prefix" in result.stderr
-    bad = run_cli(*nd_standalone.args("deploy", "file:///x", "--commit", "nothex"))
+    bad = run_cli(*nd.args("deploy", "file:///x", "--commit", "nothex"))
     assert bad.returncode == 2
     assert "commit: must be 4 to 40 hex digits" in bad.stderr
+    assert nd.env.client.llen(f"{NS}:req") == 0, "nothing submitted"
+
+    unanswered = run_cli(*nd.args("deploy", nd.repos.url(nd.repos.hello), "--wait", "0.5"))
+    assert unanswered.returncode == 124, unanswered.stderr
+    assert "no response to request 1 within 0.5s; it stays queued" in unanswered.stderr
+    assert nd.env.client.lrange(f"{NS}:req", 0, -1) == ["1"]
+    assert nd.env.client.hgetall(f"{NS}:req:1") == {"git": nd.repos.url(nd.repos.hello)}
 
 
 # -- claiming, recovery, answering (standalone and Cluster) --------------------------------------
@@ -348,7 +356,6 @@ def test_sigterm_mid_deploy_gives_the_request_back(nd_standalone: Ndeploy, tmp_p
     assert nd.current() == str(request_id)
 
 
-@pytest.mark.slow
 def test_redis_restart_while_waiting_resumes(nd_standalone: Ndeploy) -> None:
     nd = nd_standalone
     proc = nd.serve()

@@ -137,8 +137,9 @@ def show(settings: NdeployListSettings) -> int:
         _out(f"no deploys in {root.path}")
         return 0
     table = Table(title=str(root.path))
-    for column in ("", "id", "ref", "actual commit", "installed", "git"):
-        table.add_column(column)
+    for column in ("", "id", "ref", "actual commit", "installed"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("git", overflow="fold")
     for record in records:
         ref = (
             f"tag {record.tag}"
