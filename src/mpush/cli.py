@@ -155,7 +155,7 @@ def settings_command(
     label = f"{group.info.name} {name}" if group is not None else name
 
     def command(**flags: Any) -> None:
-        raise typer.Exit(_run_action(label, cls, action, flags))
+        raise typer.Exit(_run_action(label, cls, action, flags, arguments))
 
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in params}
@@ -163,10 +163,18 @@ def settings_command(
     (group or app).command(name, help=inspect.getdoc(cls))(command)
 
 
-def _run_action(label: str, cls: type[S], action: Callable[[S], int], flags: dict[str, Any]) -> int:
+def _run_action(
+    label: str,
+    cls: type[S],
+    action: Callable[[S], int],
+    flags: dict[str, Any],
+    arguments: Sequence[str] = (),
+) -> int:
     try:
         settings = load_settings(cls, flags)
     except ConfigError as exc:
+        if exc.key in arguments and exc.problem.startswith("required"):
+            exc = ConfigError(exc.key, f"required: give it as the {exc.key.upper()} argument")
         typer.echo(f"mpush {label}: {exc}", err=True)
         return exc.exit_code
     configure_logging(label.split(maxsplit=1)[0], fmt=settings.log_format, level=settings.log_level)
