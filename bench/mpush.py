@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 # Run as a script, this file's directory comes first on sys.path and "mpush" would name this file
@@ -83,17 +84,33 @@ async def bare_lua(r: Redis, count: int) -> float:
 
 
 def start_mpush(url: str, log: Path) -> subprocess.Popen[bytes]:
-    args = [sys.executable, "-m", "mpush", "mpush", "--redis", url, "--in", IN,
-            "--out", OUTS[0], "--out", OUTS[1], "--service-namespace", NS, "--log-level", "WARNING"]
+    args = [
+        sys.executable,
+        "-m",
+        "mpush",
+        "mpush",
+        "--redis",
+        url,
+        "--in",
+        IN,
+        "--out",
+        OUTS[0],
+        "--out",
+        OUTS[1],
+        "--service-namespace",
+        NS,
+        "--log-level",
+        "WARNING",
+    ]
     return subprocess.Popen(args, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 
-async def wait_for(condition: object, timeout: float = 30.0, interval: float = 0.002) -> None:
-    deadline = time.perf_counter() + timeout
+async def wait_for(condition: Callable[[], Awaitable[object]], within: float = 30.0) -> None:
+    deadline = time.perf_counter() + within
     while time.perf_counter() < deadline:
-        if await condition():  # type: ignore[operator]
+        if await condition():
             return
-        await asyncio.sleep(interval)
+        await asyncio.sleep(0.002)
     raise TimeoutError("benchmark condition not met")
 
 
@@ -133,8 +150,9 @@ async def lone_latency(r: Redis, samples: int = 300) -> list[float]:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=200_000)
-    parser.add_argument("--sample", type=int, default=20_000,
-                        help="messages for the (slow) original algorithm")
+    parser.add_argument(
+        "--sample", type=int, default=20_000, help="messages for the (slow) original algorithm"
+    )
     opts = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         server = RedisServer(Path(tmp), extra=("--appendonly", "no")).start()
@@ -153,8 +171,10 @@ async def main() -> None:
     print(f"(c) mpush service                             {ours:12,.0f} msgs/s")
     print(f"mpush / in-Redis limit   {ours / limit:6.2f}   (target >= 0.50)")
     print(f"mpush / original         {ours / orig:6.1f}x")
-    print(f"lone message latency through idle mpush: p50 {p50:.2f} ms, p99 {p99:.2f} ms "
-          f"(target p50 <= 2 ms; includes the BRPOP consumer's wake-up)")
+    print(
+        f"lone message latency through idle mpush: p50 {p50:.2f} ms, p99 {p99:.2f} ms "
+        f"(target p50 <= 2 ms; includes the BRPOP consumer's wake-up)"
+    )
 
 
 if __name__ == "__main__":
