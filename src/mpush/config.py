@@ -98,7 +98,7 @@ class CommonSettings(BaseSettings):
     def _renew_before_expiry(self) -> CommonSettings:
         if self.service_renew >= self.service_expire:
             raise ValueError(
-                f"service_renew ({self.service_renew:g}s) must be shorter than "
+                f"service_renew: {self.service_renew:g}s must be shorter than "
                 f"service_expire ({self.service_expire}s)"
             )
         return self

@@ -1,0 +1,104 @@
+"""Pure functions: slots and hash tags, histogram buckets, backoff."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import mpush
+from mpush.backoff import Backoff
+from mpush.connection import describe_url, parse_redis_url
+from mpush.errors import ConfigError
+from mpush.keys import check_same_slot, hash_tag, key_slot
+from mpush.runtime.metrics import histo_bucket
+
+keys = st.text(alphabet="abc:{}xyz01", min_size=1, max_size=12)
+
+
+def test_public_api_is_pinned() -> None:
+    assert sorted(mpush.__all__) == [
+        "ConfigError",
+        "FencedError",
+        "MpushError",
+        "RedisUnavailableError",
+        "__version__",
+    ]
+
+
+def test_key_slot_known_values() -> None:
+    # Values from the Redis Cluster specification's CRC16 examples.
+    assert key_slot("foo") == 12182
+    assert key_slot("{user1000}.following") == key_slot("{user1000}.followers")
+
+
+@given(st.lists(keys, min_size=1, max_size=4))
+def test_same_slot_check_agrees_with_slots(names: list[str]) -> None:
+    same = len({key_slot(k) for k in names}) == 1
+    if same:
+        check_same_slot(names)
+    else:
+        with pytest.raises(ConfigError) as caught:
+            check_same_slot(names)
+        message = str(caught.value)
+        assert all(name in message for name in names)
+        assert "hash tag" in message
+
+
+@given(st.lists(keys, min_size=2, max_size=4))
+def test_suggested_fix_really_shares_a_slot(names: list[str]) -> None:
+    try:
+        check_same_slot(names)
+    except ConfigError as exc:
+        suggestion = str(exc).split("e.g. ", 1)[1].split(", ")
+        assert len({key_slot(k) for k in suggestion}) == 1
+
+
+def test_hash_tag() -> None:
+    assert hash_tag("{demo}:in") == "demo"
+    assert hash_tag("demo:in") is None
+    assert hash_tag("{}:in") is None
+
+
+@given(st.floats(min_value=0, max_value=1e6), st.floats(min_value=1e-3, max_value=1e6))
+def test_histo_bucket_matches_definition(value: float, timeout: float) -> None:
+    bucket = histo_bucket(value, timeout)
+    k = int(bucket.removeprefix("histo"))
+    assert k in range(0, 101, 10)
+    if k == 100:
+        assert value >= timeout * 0.9999999
+    else:
+        assert k / 100 * timeout <= value * 1.0000001
+        assert value < (k + 10) / 100 * timeout * 1.0000001
+
+
+def test_histo_bucket_edges() -> None:
+    assert histo_bucket(0, 10) == "histo0"
+    assert histo_bucket(0.99, 10) == "histo0"
+    assert histo_bucket(1, 10) == "histo10"
+    assert histo_bucket(9.99, 10) == "histo90"
+    assert histo_bucket(10, 10) == "histo100"
+    assert histo_bucket(50, 10) == "histo100"
+
+
+@given(st.integers(min_value=0, max_value=60))
+def test_backoff_is_capped_and_jittered(attempts: int) -> None:
+    backoff = Backoff(base=0.05, cap=5.0, rng=random.Random(attempts))
+    delays = [backoff.next_delay() for _ in range(attempts + 1)]
+    assert all(0 < d <= 5.0 for d in delays)
+    backoff.reset()
+    assert backoff.next_delay() <= 0.05
+
+
+def test_redis_urls() -> None:
+    assert parse_redis_url("redis+cluster://h:7000").cluster
+    assert parse_redis_url("redis+cluster://h:7000").url == "redis://h:7000"
+    assert parse_redis_url("rediss://h:6380/1", cluster=True).cluster
+    assert not parse_redis_url("unix:///tmp/redis.sock").cluster
+    with pytest.raises(ConfigError, match="unix socket"):
+        parse_redis_url("unix:///tmp/r.sock", cluster=True)
+    with pytest.raises(ConfigError, match="scheme"):
+        parse_redis_url("http://h")
+    assert describe_url("redis://u:secret@h:1/0") == "redis://u:***@h:1/0"
