@@ -69,17 +69,46 @@ async def deploy(
         raise StepError("lock", f"{root.deploy_dir(request.id)} stayed locked") from None
     except OSError as exc:
         raise StepError("lock", f"cannot lock in {root.path}: {exc}") from exc
-    step = "prepare"
     try:
         earlier = root.record(request.id)
         if earlier is not None and earlier.git == request.git:
-            log.info(
-                "deploy %d: completed by an earlier attempt; answering from its record", request.id
-            )
-            current = root.current_id()
-            if current is None or current < request.id:
-                root.switch(request.id)
+            _adopt(root, earlier)
             return earlier
+        record = await _build(request, root, policy, service, clock, progress)
+    finally:
+        root.unlock(fd)
+    try:
+        removed = root.prune(policy.keep)
+    except OSError as exc:
+        log.warning("deploy %d: pruning %s failed: %s", request.id, root.path, exc)
+    else:
+        if removed:
+            log.info("deploy %d: pruned %s", request.id, ", ".join(map(str, removed)))
+    return record
+
+
+def _adopt(root: DeployRoot, earlier: DeployRecord) -> None:
+    """A redo of a deploy an earlier attempt completed here: keep it, and switch to it."""
+    log.info("deploy %d: completed by an earlier attempt; answering from its record", earlier.id)
+    current = root.current_id()
+    if current is None or current < earlier.id:
+        try:
+            root.switch(earlier.id)
+        except OSError as exc:
+            raise StepError("switch", f"{exc.strerror or exc}: {exc.filename or ''}") from exc
+
+
+async def _build(
+    request: DeployRequest,
+    root: DeployRoot,
+    policy: DeployPolicy,
+    service: str,
+    clock: Clock,
+    progress: Progress,
+) -> DeployRecord:
+    """Deploy into a fresh dir and switch to it; on any failure remove the dir and re-raise."""
+    step = "prepare"
+    try:
         _clear_leftovers(root, request.id)
         record = await _steps(request, root, policy, service, clock, progress)
         step = "switch"
@@ -93,15 +122,6 @@ async def deploy(
         if isinstance(exc, OSError):
             raise StepError(step, f"{exc.strerror or exc}: {exc.filename or ''}") from exc
         raise
-    finally:
-        root.unlock(fd)
-    try:
-        removed = root.prune(policy.keep)
-    except OSError as exc:
-        log.warning("deploy %d: pruning %s failed: %s", request.id, root.path, exc)
-    else:
-        if removed:
-            log.info("deploy %d: pruned %s", request.id, ", ".join(map(str, removed)))
     return record
 
 
