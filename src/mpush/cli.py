@@ -27,7 +27,10 @@ from mpush import __version__
 from mpush.config import (
     CommonSettings,
     LpushSettings,
+    MbalanceSettings,
+    MdedupeSettings,
     MpushSettings,
+    MthrottleSettings,
     StatusSettings,
     load_settings,
 )
@@ -35,7 +38,7 @@ from mpush.connection import connect, parse_redis_url
 from mpush.errors import ConfigError, MpushError
 from mpush.logs import configure_logging
 from mpush.runtime.runner import Service, run_service
-from mpush.services import lpush, mpush
+from mpush.services import lpush, mbalance, mdedupe, mpush, mthrottle
 
 __all__ = ["app", "main"]
 
@@ -100,7 +103,7 @@ def _options(cls: type[CommonSettings]) -> list[inspect.Parameter]:
         helptext = field.description or ""
         if field.is_required():
             helptext += " (required)"
-        elif not is_flag and field.default not in (None, ""):
+        elif not is_flag and field.default not in (None, "", []):
             helptext += f" (default: {field.default})"
         option = typer.Option(None, *decls, help=helptext, show_default=False)
         params.append(
@@ -144,6 +147,9 @@ def _run_service(
 
 service_command("mpush", MpushSettings, mpush.create)
 service_command("lpush", LpushSettings, lpush.create)
+service_command("mbalance", MbalanceSettings, mbalance.create)
+service_command("mdedupe", MdedupeSettings, mdedupe.create)
+service_command("mthrottle", MthrottleSettings, mthrottle.create)
 
 
 @app.command()

@@ -10,14 +10,16 @@ raise ConfigError naming the key.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, get_args, get_origin
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -25,10 +27,14 @@ from mpush.errors import ConfigError
 
 __all__ = [
     "ENV_PREFIX",
+    "BalanceOutput",
     "CommonSettings",
     "LpushSettings",
+    "MbalanceSettings",
+    "MdedupeSettings",
     "MoverSettings",
     "MpushSettings",
+    "MthrottleSettings",
     "StatusSettings",
     "load_settings",
 ]
@@ -51,6 +57,8 @@ class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="forbid", validate_default=True, frozen=True)
 
     cli_names: ClassVar[dict[str, str]] = {}
+    # The table of a shared config file that holds this service's own keys (see select_section).
+    section: ClassVar[str] = ""
 
     config: Path | None = Field(
         None, description="Config file (TOML or JSON) read before env/flags."
@@ -127,9 +135,13 @@ class MoverSettings(CommonSettings):
 class MpushSettings(MoverSettings):
     """mpush: fan each message out to every out list."""
 
+    section: ClassVar[str] = "mpush"
+
 
 class LpushSettings(MoverSettings):
     """lpush: move each message to one out list."""
+
+    section: ClassVar[str] = "lpush"
 
     @model_validator(mode="after")
     def _one_out(self) -> LpushSettings:
@@ -246,7 +258,37 @@ class _FileSource(PydanticBaseSettingsSource):
         path = self._init().get("config") or os.environ.get(f"{ENV_PREFIX}CONFIG")
         if not path:
             return {}
-        return normalise_keys(read_config_file(Path(path)), set(self.settings_cls.model_fields))
+        return select_section(read_config_file(Path(path)), self.settings_cls)
+
+
+def select_section(data: Mapping[str, Any], cls: type[BaseSettings]) -> dict[str, Any]:
+    """One service's view of a config file: the top-level keys, overlaid with its own table.
+
+    A file may hold a table per service (``[mdedupe]``, ``[mbalance]``, …) beside the keys they
+    share, so one file configures a whole pipeline of stages: each service reads the shared keys
+    and its own table, and ignores the tables of the other services.
+    """
+    fields = set(cls.model_fields)
+    sections = {sub.section for sub in _settings_classes() if sub.section}
+    shared = {k: v for k, v in data.items() if not (k in sections and isinstance(v, dict))}
+    result = normalise_keys(shared, fields)
+    own = getattr(cls, "section", "")
+    if own and own in data:
+        table = data[own]
+        if not isinstance(table, dict):
+            raise ConfigError(own, "must be a table of settings for the service")
+        result.update(normalise_keys(table, fields))
+    return result
+
+
+def _settings_classes() -> list[type[CommonSettings]]:
+    found: list[type[CommonSettings]] = []
+    stack: list[type[CommonSettings]] = [CommonSettings]
+    while stack:
+        cls = stack.pop()
+        found.append(cls)
+        stack.extend(cls.__subclasses__())
+    return found
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -280,3 +322,193 @@ def normalise_keys(data: Mapping[str, Any], fields: set[str]) -> dict[str, Any]:
             continue
         result[name] = [value] if name == "out" and isinstance(value, str) else value
     return result
+
+
+# --- the routing stages: mbalance, mdedupe, mthrottle ------------------------------------------
+
+
+def _listed(value: Any) -> Any:
+    """Let a config file give a list setting as a scalar or a ``{QUEUE: N}`` table."""
+    if isinstance(value, dict):
+        return [f"{key}={item}" for key, item in value.items()]
+    if isinstance(value, str | int | float):
+        return [str(value)]
+    if isinstance(value, list):
+        return [str(item) if isinstance(item, int | float) else item for item in value]
+    return value
+
+
+def _one_out(service: str, source: str, out: Sequence[str]) -> None:
+    if len(out) != 1:
+        raise ValueError(f"out: {service} moves to exactly one list, got {len(out)}")
+    if out[0] == source:
+        raise ValueError(f"out: {source!r} is also the input list")
+
+
+@dataclass(frozen=True)
+class BalanceOutput:
+    """One output of mbalance, parsed from ``--out``, ``--weight`` and ``--cap``."""
+
+    queue: str
+    consumers: str | None = None  # the namespace whose registrations make this output live
+    weight: float = 1.0
+    cap: int = 0  # 0: no cap
+
+
+class MbalanceSettings(CommonSettings):
+    """mbalance: move each message to the output list that is least full (length / weight)."""
+
+    cli_names: ClassVar[dict[str, str]] = {"input": "in"}
+    section: ClassVar[str] = "mbalance"
+
+    input: str = Field(..., min_length=1, description="The list messages are taken from.")
+    out: list[str] = Field(
+        ...,
+        min_length=1,
+        description="An output list: QUEUE, or QUEUE=NAMESPACE to skip it while no consumer is "
+        "registered under NAMESPACE (repeat).",
+    )
+    weight: list[str] = Field(
+        [], description="QUEUE=W: QUEUE takes W times the share of a weight-1 output (repeat)."
+    )
+    cap: list[str] = Field(
+        [],
+        description="QUEUE=N: the most messages QUEUE may hold; N alone caps every output "
+        "(repeat). When all are full, messages wait in --in.",
+    )
+    cursor: str | None = Field(
+        None, description="Round-robin cursor key shared by replicas (<in>:mbalance:cursor)."
+    )
+    live_check: float = Field(
+        1.0, gt=0, description="Seconds between checks of the consumer namespaces' registrations."
+    )
+    batch: int = Field(1000, ge=1, le=5000, description="Most messages moved by one atomic step.")
+
+    @field_validator("out", "weight", "cap", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _listed(value)
+
+    @model_validator(mode="after")
+    def _valid_outputs(self) -> MbalanceSettings:
+        self.outputs()
+        return self
+
+    def outputs(self) -> tuple[BalanceOutput, ...]:
+        """The outputs with their consumer namespace, weight and cap; ValueError('key: …')."""
+        consumers: dict[str, str | None] = {}
+        for spec in self.out:
+            queue, sep, namespace = spec.partition("=")
+            if "=" in namespace:
+                raise ValueError(f"out: {spec!r} has more than one '=' (QUEUE=NAMESPACE)")
+            if not queue or (sep and not namespace):
+                raise ValueError(f"out: {spec!r} must be QUEUE or QUEUE=NAMESPACE")
+            if queue == self.input:
+                raise ValueError(f"out: {queue!r} is also the input list")
+            if queue in consumers:
+                raise ValueError(f"out: {queue!r} is named twice")
+            consumers[queue] = namespace or None
+        weights = _per_queue("weight", self.weight, consumers, _weight)
+        caps = _per_queue("cap", self.cap, consumers, _cap)
+        every = caps.pop("", 0)
+        return tuple(
+            BalanceOutput(queue, ns, weights.get(queue, 1.0), caps.get(queue, every))
+            for queue, ns in consumers.items()
+        )
+
+
+T = TypeVar("T", int, float)
+
+
+def _weight(raw: str) -> float:
+    value = float(raw)
+    if not 0 < value < math.inf:
+        raise ValueError("not a number > 0")
+    return value
+
+
+def _cap(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("not a whole number >= 0")
+    return value
+
+
+def _per_queue(
+    key: str, specs: list[str], queues: Mapping[str, object], parse: Callable[[str], T]
+) -> dict[str, T]:
+    """Parse ``QUEUE=VALUE`` entries (and, for caps, a bare ``VALUE`` filed under '')."""
+    values: dict[str, T] = {}
+    for spec in specs:
+        queue, sep, raw = spec.rpartition("=")
+        if not sep and key != "cap":
+            raise ValueError(f"{key}: {spec!r} must be QUEUE={key.upper()}")
+        if sep and queue not in queues:
+            raise ValueError(f"{key}: {queue!r} is not one of the out lists")
+        try:
+            values[queue] = parse(raw)
+        except ValueError:
+            kind = "a number > 0" if key == "weight" else "a whole number >= 0"
+            raise ValueError(f"{key}: {spec!r}: {key} must be {kind}") from None
+    return values
+
+
+class MdedupeSettings(CommonSettings):
+    """mdedupe: pass a message on only if its xid was not passed on within the window."""
+
+    cli_names: ClassVar[dict[str, str]] = {"input": "in"}
+    section: ClassVar[str] = "mdedupe"
+
+    input: str = Field(..., min_length=1, description="The list messages are taken from.")
+    out: list[str] = Field(..., min_length=1, description="The list new messages go to.")
+    window: float = Field(
+        ..., ge=0.001, description="Seconds an xid is remembered after its message passed."
+    )
+    duplicates: str | None = Field(
+        None, description="Push each duplicate to this list (default: count it and drop it)."
+    )
+    seen: str | None = Field(
+        None, description="Key prefix of the seen markers (<in>:mdedupe:seen:)."
+    )
+    batch: int = Field(1000, ge=1, le=5000, description="Most messages taken by one atomic step.")
+
+    @field_validator("out", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _listed(value)
+
+    @model_validator(mode="after")
+    def _keys(self) -> MdedupeSettings:
+        _one_out("mdedupe", self.input, self.out)
+        if self.duplicates in (self.input, self.out[0]):
+            raise ValueError(f"duplicates: {self.duplicates!r} is also the in or out list")
+        return self
+
+
+class MthrottleSettings(CommonSettings):
+    """mthrottle: pass at most --rate messages per --per seconds, across all replicas."""
+
+    cli_names: ClassVar[dict[str, str]] = {"input": "in"}
+    section: ClassVar[str] = "mthrottle"
+
+    input: str = Field(..., min_length=1, description="The list messages are taken from.")
+    out: list[str] = Field(..., min_length=1, description="The list messages are passed to.")
+    rate: int = Field(..., ge=1, description="Messages passed per period, all replicas together.")
+    per: float = Field(1.0, gt=0, description="The period, seconds.")
+    burst: int = Field(
+        1, ge=1, description="Most messages passed at once after an idle spell (bucket size)."
+    )
+    bucket: str | None = Field(
+        None, description="Token bucket key shared by replicas (<in>:mthrottle:bucket)."
+    )
+    batch: int = Field(1000, ge=1, le=5000, description="Most messages moved by one atomic step.")
+
+    @field_validator("out", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _listed(value)
+
+    @model_validator(mode="after")
+    def _keys(self) -> MthrottleSettings:
+        _one_out("mthrottle", self.input, self.out)
+        return self

@@ -15,6 +15,14 @@ Everything else lives under a *service namespace* ``NS`` (for example ``demo:mpu
 On Redis Cluster every key of one atomic operation must hash to one slot. A namespace with a hash
 tag, such as ``{demo}:mpush``, keeps all of a namespace's keys on one node; queue names take the
 same tag (``{demo}:in``, ``{demo}:out0``).
+
+The routing stages keep their shared state beside their input list ``IN``, so it takes the input's
+hash tag and sits in the slot of the queues it is changed atomically with (each can be renamed by a
+setting)::
+
+    IN:mbalance:cursor       string  mbalance's round-robin cursor: the output tried first on a tie
+    IN:mdedupe:seen:<xid>    string  mdedupe's seen marker, PX window: the xid passed recently
+    IN:mthrottle:bucket      hash    mthrottle's token bucket {tokens, ts}; expires once full
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from redis.crc import key_slot as _key_slot
 
 from mpush.errors import ConfigError
 
-__all__ = ["ServiceKeys", "check_same_slot", "hash_tag", "key_slot"]
+__all__ = ["ServiceKeys", "check_same_slot", "hash_tag", "key_slot", "stage_key"]
 
 
 @dataclass(frozen=True)
@@ -91,3 +99,11 @@ def _with_tag(key: str, tag: str) -> str:
         return key.replace("{" + current + "}", "{" + tag + "}", 1)
     head, sep, tail = key.partition(":")
     return f"{{{tag}}}:{tail}" if sep and head == tag else f"{{{tag}}}:{key}"
+
+
+def stage_key(source: str, service: str, name: str) -> str:
+    """The default key of a stage's shared state: ``<source>:<service>:<name>``.
+
+    Built on the input list's name so it carries the same hash tag (the same Cluster slot).
+    """
+    return f"{source}:{service}:{name}"
