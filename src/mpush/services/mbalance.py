@@ -112,7 +112,7 @@ class Mbalance:
                 continue
             live = await consumers_alive(redis, out.consumers)
             if live != self._live[index]:
-                state = "consumers are back" if live else "no live consumer: skipping it"
+                state = "a consumer is live: using it" if live else "no live consumer: skipping it"
                 log.info("out %s (%s): %s", out.queue, out.consumers, state)
             self._live[index] = live
 
