@@ -10,12 +10,10 @@ raise ConfigError naming the key.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, get_args, get_origin
 
@@ -23,11 +21,11 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from mpush.balancing import BalanceOutput, parse_outputs
 from mpush.errors import ConfigError
 
 __all__ = [
     "ENV_PREFIX",
-    "BalanceOutput",
     "CommonSettings",
     "LpushSettings",
     "MbalanceSettings",
@@ -35,6 +33,7 @@ __all__ = [
     "MoverSettings",
     "MpushSettings",
     "MthrottleSettings",
+    "RoutingSettings",
     "StatusSettings",
     "load_settings",
 ]
@@ -327,6 +326,27 @@ def normalise_keys(data: Mapping[str, Any], fields: set[str]) -> dict[str, Any]:
 # --- the routing stages: mbalance, mdedupe, mthrottle ------------------------------------------
 
 
+class RoutingSettings(CommonSettings):
+    """What the routing stages share: an input list, output lists, a batch size."""
+
+    cli_names: ClassVar[dict[str, str]] = {"input": "in"}
+
+    input: str = Field(..., min_length=1, description="The list messages are taken from.")
+    out: list[str] = Field(..., min_length=1, description="The list messages are passed to.")
+    batch: int = Field(1000, ge=1, le=5000, description="Most messages taken by one atomic step.")
+
+    @field_validator("out", mode="before")
+    @classmethod
+    def _out_list(cls, value: Any) -> Any:
+        return _listed(value)
+
+    def _one_out(self, service: str) -> None:
+        if len(self.out) != 1:
+            raise ValueError(f"out: {service} moves to exactly one list, got {len(self.out)}")
+        if self.out[0] == self.input:
+            raise ValueError(f"out: {self.input!r} is also the input list")
+
+
 def _listed(value: Any) -> Any:
     """Let a config file give a list setting as a scalar or a ``{QUEUE: N}`` table."""
     if isinstance(value, dict):
@@ -338,30 +358,11 @@ def _listed(value: Any) -> Any:
     return value
 
 
-def _one_out(service: str, source: str, out: Sequence[str]) -> None:
-    if len(out) != 1:
-        raise ValueError(f"out: {service} moves to exactly one list, got {len(out)}")
-    if out[0] == source:
-        raise ValueError(f"out: {source!r} is also the input list")
-
-
-@dataclass(frozen=True)
-class BalanceOutput:
-    """One output of mbalance, parsed from ``--out``, ``--weight`` and ``--cap``."""
-
-    queue: str
-    consumers: str | None = None  # the namespace whose registrations make this output live
-    weight: float = 1.0
-    cap: int = 0  # 0: no cap
-
-
-class MbalanceSettings(CommonSettings):
+class MbalanceSettings(RoutingSettings):
     """mbalance: move each message to the output list that is least full (length / weight)."""
 
-    cli_names: ClassVar[dict[str, str]] = {"input": "in"}
     section: ClassVar[str] = "mbalance"
 
-    input: str = Field(..., min_length=1, description="The list messages are taken from.")
     out: list[str] = Field(
         ...,
         min_length=1,
@@ -382,9 +383,8 @@ class MbalanceSettings(CommonSettings):
     live_check: float = Field(
         1.0, gt=0, description="Seconds between checks of the consumer namespaces' registrations."
     )
-    batch: int = Field(1000, ge=1, le=5000, description="Most messages moved by one atomic step.")
 
-    @field_validator("out", "weight", "cap", mode="before")
+    @field_validator("weight", "cap", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _listed(value)
@@ -395,72 +395,15 @@ class MbalanceSettings(CommonSettings):
         return self
 
     def outputs(self) -> tuple[BalanceOutput, ...]:
-        """The outputs with their consumer namespace, weight and cap; ValueError('key: …')."""
-        consumers: dict[str, str | None] = {}
-        for spec in self.out:
-            queue, sep, namespace = spec.partition("=")
-            if "=" in namespace:
-                raise ValueError(f"out: {spec!r} has more than one '=' (QUEUE=NAMESPACE)")
-            if not queue or (sep and not namespace):
-                raise ValueError(f"out: {spec!r} must be QUEUE or QUEUE=NAMESPACE")
-            if queue == self.input:
-                raise ValueError(f"out: {queue!r} is also the input list")
-            if queue in consumers:
-                raise ValueError(f"out: {queue!r} is named twice")
-            consumers[queue] = namespace or None
-        weights = _per_queue("weight", self.weight, consumers, _weight)
-        caps = _per_queue("cap", self.cap, consumers, _cap)
-        every = caps.pop("", 0)
-        return tuple(
-            BalanceOutput(queue, ns, weights.get(queue, 1.0), caps.get(queue, every))
-            for queue, ns in consumers.items()
-        )
+        """The outputs with their consumer namespace, weight and cap."""
+        return parse_outputs(self.input, self.out, self.weight, self.cap)
 
 
-T = TypeVar("T", int, float)
-
-
-def _weight(raw: str) -> float:
-    value = float(raw)
-    if not 0 < value < math.inf:
-        raise ValueError("not a number > 0")
-    return value
-
-
-def _cap(raw: str) -> int:
-    value = int(raw)
-    if value < 0:
-        raise ValueError("not a whole number >= 0")
-    return value
-
-
-def _per_queue(
-    key: str, specs: list[str], queues: Mapping[str, object], parse: Callable[[str], T]
-) -> dict[str, T]:
-    """Parse ``QUEUE=VALUE`` entries (and, for caps, a bare ``VALUE`` filed under '')."""
-    values: dict[str, T] = {}
-    for spec in specs:
-        queue, sep, raw = spec.rpartition("=")
-        if not sep and key != "cap":
-            raise ValueError(f"{key}: {spec!r} must be QUEUE={key.upper()}")
-        if sep and queue not in queues:
-            raise ValueError(f"{key}: {queue!r} is not one of the out lists")
-        try:
-            values[queue] = parse(raw)
-        except ValueError:
-            kind = "a number > 0" if key == "weight" else "a whole number >= 0"
-            raise ValueError(f"{key}: {spec!r}: {key} must be {kind}") from None
-    return values
-
-
-class MdedupeSettings(CommonSettings):
+class MdedupeSettings(RoutingSettings):
     """mdedupe: pass a message on only if its xid was not passed on within the window."""
 
-    cli_names: ClassVar[dict[str, str]] = {"input": "in"}
     section: ClassVar[str] = "mdedupe"
 
-    input: str = Field(..., min_length=1, description="The list messages are taken from.")
-    out: list[str] = Field(..., min_length=1, description="The list new messages go to.")
     window: float = Field(
         ..., ge=0.001, description="Seconds an xid is remembered after its message passed."
     )
@@ -470,29 +413,20 @@ class MdedupeSettings(CommonSettings):
     seen: str | None = Field(
         None, description="Key prefix of the seen markers (<in>:mdedupe:seen:)."
     )
-    batch: int = Field(1000, ge=1, le=5000, description="Most messages taken by one atomic step.")
-
-    @field_validator("out", mode="before")
-    @classmethod
-    def _lists(cls, value: Any) -> Any:
-        return _listed(value)
 
     @model_validator(mode="after")
     def _keys(self) -> MdedupeSettings:
-        _one_out("mdedupe", self.input, self.out)
+        self._one_out("mdedupe")
         if self.duplicates in (self.input, self.out[0]):
             raise ValueError(f"duplicates: {self.duplicates!r} is also the in or out list")
         return self
 
 
-class MthrottleSettings(CommonSettings):
+class MthrottleSettings(RoutingSettings):
     """mthrottle: pass at most --rate messages per --per seconds, across all replicas."""
 
-    cli_names: ClassVar[dict[str, str]] = {"input": "in"}
     section: ClassVar[str] = "mthrottle"
 
-    input: str = Field(..., min_length=1, description="The list messages are taken from.")
-    out: list[str] = Field(..., min_length=1, description="The list messages are passed to.")
     rate: int = Field(..., ge=1, description="Messages passed per period, all replicas together.")
     per: float = Field(1.0, gt=0, description="The period, seconds.")
     burst: int = Field(
@@ -501,14 +435,8 @@ class MthrottleSettings(CommonSettings):
     bucket: str | None = Field(
         None, description="Token bucket key shared by replicas (<in>:mthrottle:bucket)."
     )
-    batch: int = Field(1000, ge=1, le=5000, description="Most messages moved by one atomic step.")
-
-    @field_validator("out", mode="before")
-    @classmethod
-    def _lists(cls, value: Any) -> Any:
-        return _listed(value)
 
     @model_validator(mode="after")
     def _keys(self) -> MthrottleSettings:
-        _one_out("mthrottle", self.input, self.out)
+        self._one_out("mthrottle")
         return self
