@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import redis
 
 from tests.conftest import RedisEnv
-from tests.helpers import ServiceProcess, Spawner, wait_until
+from tests.helpers import ServiceProcess, Spawner, stopped, wait_until
 
 LENGTHS = "local r = {} for i, k in ipairs(KEYS) do r[i] = redis.call('LLEN', k) end return r"
 
@@ -120,3 +120,14 @@ def wait_drained(env: RedisEnv, key: str, timeout: float = 30) -> None:
         timeout=timeout,
         message=lambda: f"{key} drained (still {env.client.llen(key)})",
     )
+
+
+def restart_redis_under(env: RedisEnv, proc: ServiceProcess, key: str) -> None:
+    """Stop the server holding ``key`` until ``proc`` notices, start it again, and wait until
+    ``proc`` reports it is back."""
+    with stopped(env.server_for(key)):
+        proc.wait_for_log("unavailable", timeout=10)
+    env.wait_healthy()
+    proc.wait_for_log("back after", timeout=30)
+    assert proc.alive
+    assert proc.log().count("unavailable") == 1, "the outage is logged once"

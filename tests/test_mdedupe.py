@@ -18,6 +18,7 @@ from tests.stagetools import (
     produce_in_background,
     push,
     received,
+    restart_redis_under,
     wait_drained,
 )
 
@@ -104,6 +105,18 @@ def test_kill9_of_replicas_mid_run_passes_each_message_exactly_once(
     assert_each_once(out, unique)
     assert_each_once(dups, unique)
     assert out == unique, "order kept"
+
+
+@pytest.mark.slow
+def test_redis_restart_mid_run_resumes_by_itself(redis_env: RedisEnv, spawn: Spawner) -> None:
+    env = redis_env
+    proc = start(spawn, env, window=60)
+    push(env, IN, ["a", "b", "a"])
+    wait_until(lambda: env.client.llen(OUT) == 2)
+    restart_redis_under(env, proc, IN)
+    push(env, IN, ["b", "c"])  # the markers survived the restart (AOF): b is still a repeat
+    wait_until(lambda: env.client.llen(OUT) == 3)
+    assert received(env, OUT) == ["a", "b", "c"]
 
 
 def test_seen_prefix_without_hash_tag_is_refused_on_cluster(redis_env: RedisEnv) -> None:

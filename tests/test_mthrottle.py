@@ -17,6 +17,7 @@ from tests.stagetools import (
     produce_in_background,
     push,
     received,
+    restart_redis_under,
     script_calls,
     wait_drained,
 )
@@ -93,3 +94,16 @@ def test_kill9_of_replicas_mid_run_loses_and_duplicates_nothing(
     out = received(env, OUT)
     assert_each_once(out, msgs)
     assert out == msgs, "order kept"
+
+
+@pytest.mark.slow
+def test_redis_restart_mid_run_resumes_by_itself(redis_env: RedisEnv, spawn: Spawner) -> None:
+    env = redis_env
+    proc = start(spawn, env, 1000, "--burst", "100")
+    push(env, IN, messages(50))
+    wait_drained(env, IN)
+    restart_redis_under(env, proc, IN)
+    push(env, IN, messages(50, offset=50))
+    wait_drained(env, IN)
+    wait_until(lambda: env.client.llen(OUT) == 100)
+    assert received(env, OUT) == messages(100)

@@ -35,28 +35,31 @@ for i = 1, outputs do
   end
 end
 
-local want = tonumber(ARGV[1])
+local batch = tonumber(ARGV[1])
+local want = batch
 if not unlimited and room < want then
   want = room
 end
-local counts = {0}
+local msgs = false
+if want > 0 then
+  msgs = redis.call('RPOP', KEYS[1], want)
+end
+local result = {0, 0}
 for i = 1, outputs do
-  counts[i + 2] = 0
+  result[i + 2] = 0
 end
-if want == 0 then
-  counts[1], counts[2] = 0, math.min(redis.call('LLEN', KEYS[1]), 1)
-  return counts
-end
-local msgs = redis.call('RPOP', KEYS[1], want)
 if not msgs then
-  counts[2] = 0
-  return counts
+  -- Nothing moved: held back if the input has messages but no output has room or is live.
+  if want == 0 and redis.call('LLEN', KEYS[1]) > 0 then
+    result[2] = 1
+  end
+  return result
 end
 
 local cursor = (tonumber(redis.call('GET', KEYS[2])) or 0) % outputs
-local batches = {}
+local shares = {}
 for i = 1, outputs do
-  batches[i] = {}
+  shares[i] = {}
 end
 for m = 1, #msgs do
   local best = nil
@@ -67,8 +70,8 @@ for m = 1, #msgs do
       best = i
     end
   end
-  local batch = batches[best]
-  batch[#batch + 1] = msgs[m]
+  local share = shares[best]
+  share[#share + 1] = msgs[m]
   len[best] = len[best] + 1
   if cap[best] > 0 and len[best] >= cap[best] then
     free[best] = nil
@@ -76,19 +79,16 @@ for m = 1, #msgs do
   cursor = best % outputs -- the 0-based index of the output after best
 end
 for i = 1, outputs do
-  local batch = batches[i]
-  if #batch > 0 then
+  if #shares[i] > 0 then
     -- RPOP gave oldest first; LPUSH of that sequence leaves the oldest nearest the tail.
-    redis.call('LPUSH', KEYS[i + 2], unpack(batch))
+    redis.call('LPUSH', KEYS[i + 2], unpack(shares[i]))
   end
-  counts[i + 2] = #batch
+  result[i + 2] = #shares[i]
 end
 redis.call('SET', KEYS[2], cursor)
-counts[1] = #msgs
--- Held back: we wanted more than the room allowed and the input still has messages.
-if #msgs < tonumber(ARGV[1]) and not unlimited and redis.call('LLEN', KEYS[1]) > 0 then
-  counts[2] = 1
-else
-  counts[2] = 0
+result[1] = #msgs
+-- Held back: the caps allowed fewer than a batch and the input still has messages.
+if want < batch and redis.call('LLEN', KEYS[1]) > 0 then
+  result[2] = 1
 end
-return counts
+return result
