@@ -27,7 +27,10 @@ from mpush import __version__
 from mpush.config import (
     CommonSettings,
     LpushSettings,
+    MbalanceSettings,
+    MdedupeSettings,
     MpushSettings,
+    MthrottleSettings,
     NdeployListSettings,
     NdeployPopSettings,
     NdeployRequestSettings,
@@ -41,7 +44,7 @@ from mpush.deploy import commands as ndeploy_commands
 from mpush.errors import ConfigError, MpushError
 from mpush.logs import configure_logging
 from mpush.runtime.runner import Service, run_service
-from mpush.services import lpush, mpush, ndeploy
+from mpush.services import lpush, mbalance, mdedupe, mpush, mthrottle, ndeploy
 
 __all__ = ["app", "main"]
 
@@ -194,6 +197,9 @@ def _run_action(
 
 service_command("mpush", MpushSettings, mpush.create)
 service_command("lpush", LpushSettings, lpush.create)
+service_command("mbalance", MbalanceSettings, mbalance.create)
+service_command("mdedupe", MdedupeSettings, mdedupe.create)
+service_command("mthrottle", MthrottleSettings, mthrottle.create)
 
 ndeploy_app = typer.Typer(
     name="ndeploy",

@@ -28,6 +28,14 @@ ndeploy keeps its requests and responses under its namespace too (see ``NdeployK
     NS:res:<id>            hash    the response: service, deployDir, cloned, installed,
                                    actualCommit, finished — or service, error, failedStep, finished
     NS:res:<id>:done       list    "ok" or "error", pushed with the response; the requester BLPOPs
+
+The routing stages keep their shared state beside their input list ``IN``, so it takes the input's
+hash tag and sits in the slot of the queues it is changed atomically with (each can be renamed by a
+setting)::
+
+    IN:mbalance:cursor       string  mbalance's round-robin cursor: the output tried first on a tie
+    IN:mdedupe:seen:<xid>    string  mdedupe's seen marker, PX window: the xid passed recently
+    IN:mthrottle:bucket      hash    mthrottle's token bucket {tokens, ts}; expires once full
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ from redis.crc import key_slot as _key_slot
 
 from mpush.errors import ConfigError
 
-__all__ = ["NdeployKeys", "ServiceKeys", "check_same_slot", "hash_tag", "key_slot"]
+__all__ = ["NdeployKeys", "ServiceKeys", "check_same_slot", "hash_tag", "key_slot", "stage_key"]
 
 
 @dataclass(frozen=True)
@@ -139,3 +147,11 @@ class NdeployKeys:
 
     def done(self, request_id: int | str) -> str:
         return f"{self.namespace}:res:{request_id}:done"
+
+
+def stage_key(source: str, service: str, name: str) -> str:
+    """The default key of a stage's shared state: ``<source>:<service>:<name>``.
+
+    Built on the input list's name so it carries the same hash tag (the same Cluster slot).
+    """
+    return f"{source}:{service}:{name}"
