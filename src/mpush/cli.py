@@ -27,6 +27,7 @@ from mpush import __version__
 from mpush.config import (
     CommonSettings,
     LpushSettings,
+    MonitorSettings,
     MpushSettings,
     StatusSettings,
     load_settings,
@@ -34,6 +35,7 @@ from mpush.config import (
 from mpush.connection import connect, parse_redis_url
 from mpush.errors import ConfigError, MpushError
 from mpush.logs import configure_logging
+from mpush.runtime.monitor import MonitorService
 from mpush.runtime.runner import Service, run_service
 from mpush.services import lpush, mpush
 
@@ -144,6 +146,7 @@ def _run_service(
 
 service_command("mpush", MpushSettings, mpush.create)
 service_command("lpush", LpushSettings, lpush.create)
+service_command("monitor", MonitorSettings, MonitorService)
 
 
 @app.command()

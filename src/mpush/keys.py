@@ -12,6 +12,19 @@ Everything else lives under a *service namespace* ``NS`` (for example ``demo:mpu
     NS:service:ids         list    instance ids, newest first, trimmed to service_capacity entries
     NS:metrics:<name>      hash    count, sum, max, histo0 … histo100 and plain counters
 
+Message tracking (``MessageKeys``, on the Redis of the queues, see docs/tracking.md)::
+
+    NS:message:id          string  INCR counter handing out message ids
+    NS:message:<id>        hash    timestamp, deadline, timeout, xid, service, deliveries, state;
+                                   with retry on also body, outs, max_deliveries, backoff,
+                                   backoff_max; EXPIRE message_expire
+    NS:message:xid:<xid>   hash    id, type (number, meta or sha1) of the message in flight
+    NS:message:ids         list    ids in flight, newest first, at most message_capacity
+    NS:message:due         zset    id → when the monitor must look at it next (ms): its deadline,
+                                   the end of its retry backoff, or its expiry
+    NS:message:done        list    ids or xids pushed by consumers when they finish a message
+    NS:message:dead        list    dead letters: JSON {id, xid, deliveries, reason, body, …}
+
 On Redis Cluster every key of one atomic operation must hash to one slot. A namespace with a hash
 tag, such as ``{demo}:mpush``, keeps all of a namespace's keys on one node; queue names take the
 same tag (``{demo}:in``, ``{demo}:out0``).
@@ -26,7 +39,7 @@ from redis.crc import key_slot as _key_slot
 
 from mpush.errors import ConfigError
 
-__all__ = ["ServiceKeys", "check_same_slot", "hash_tag", "key_slot"]
+__all__ = ["MessageKeys", "ServiceKeys", "check_same_slot", "hash_tag", "key_slot"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +65,60 @@ class ServiceKeys:
     @property
     def metrics_pattern(self) -> str:
         return f"{self.namespace}:metrics:*"
+
+
+@dataclass(frozen=True)
+class MessageKeys:
+    """Keys of message tracking under one namespace."""
+
+    namespace: str
+
+    @property
+    def prefix(self) -> str:
+        """What ``<id>`` and ``xid:<xid>`` are appended to (inside the Lua scripts)."""
+        return f"{self.namespace}:message:"
+
+    @property
+    def counter(self) -> str:
+        return f"{self.prefix}id"
+
+    @property
+    def ids(self) -> str:
+        return f"{self.prefix}ids"
+
+    @property
+    def due(self) -> str:
+        return f"{self.prefix}due"
+
+    @property
+    def done(self) -> str:
+        return f"{self.prefix}done"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.prefix}dead"
+
+    def message(self, message_id: int | str) -> str:
+        return f"{self.prefix}{message_id}"
+
+    def xid(self, xid: str) -> str:
+        return f"{self.prefix}xid:{xid}"
+
+    def metrics(self, name: str) -> str:
+        return f"{self.namespace}:metrics:{name}"
+
+    @property
+    def fixed(self) -> tuple[str, ...]:
+        """The keys the tracking scripts name (for the Cluster slot check)."""
+        metrics = ("done", "timeout", "failed", "retry", "dead")
+        return (
+            self.counter,
+            self.ids,
+            self.due,
+            self.done,
+            self.dead,
+            *(self.metrics(name) for name in metrics),
+        )
 
 
 def key_slot(key: str) -> int:

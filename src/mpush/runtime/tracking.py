@@ -1,0 +1,147 @@
+"""Message tracking (SPEC §2): what a tracked mover registers with each message, in the same
+atomic step as the move (``lua/move_tracked.lua``), and the xid rules.
+
+Each message moved gets an id (``<ns>:message:id``), a hash ``<ns>:message:<id>`` with its
+timestamp, deadline, xid and service, an xid mapping ``<ns>:message:xid:<xid>`` and a place on
+``<ns>:message:ids`` and ``<ns>:message:due``. Consumers report completion by pushing the id or
+xid to ``<ns>:message:done``; the monitor (``monitor.py``) does the rest. The key layout is in
+``keys.py``; the walk-through in docs/tracking.md.
+
+The message keys live on the Redis of the queues (they change in the same script as the move),
+so on Redis Cluster the namespace must share the queues' hash tag: ``{demo}:mpush`` with
+``{demo}:in``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mpush.config import TrackingSettings
+from mpush.connection import load_lua
+from mpush.errors import ConfigError
+from mpush.keys import MessageKeys, check_same_slot
+
+__all__ = ["Tracking", "TrackingPolicy", "message_xid", "tracking_script"]
+
+_DIGITS = re.compile(rb"[0-9]+")
+_JSON_START = re.compile(rb"[ \t\n\v\f\r]*\{")
+_EXACT = 2**53
+
+
+@dataclass(frozen=True)
+class TrackingPolicy:
+    """How long a message may take, how long its record lives, and how it is retried."""
+
+    timeout: float = 10.0
+    expire: int = 3600
+    capacity: int = 100_000
+    max_deliveries: int = 0  # 0: retry off (timeouts are counted, nothing is redelivered)
+    backoff: float = 1.0
+    backoff_max: float = 60.0
+
+    @property
+    def retry(self) -> bool:
+        return self.max_deliveries > 0
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """Tracking of one mover's messages under a namespace."""
+
+    keys: MessageKeys
+    policy: TrackingPolicy
+    service: str
+
+    @classmethod
+    def from_settings(cls, settings: TrackingSettings, service: str) -> Tracking | None:
+        """The tracking ``settings`` ask for, or None when it is off (no namespace, or turned off)."""
+        if not settings.tracking or settings.service_namespace is None:
+            return None
+        policy = TrackingPolicy(
+            timeout=settings.message_timeout,
+            expire=settings.message_expire,
+            capacity=settings.message_capacity,
+            max_deliveries=settings.max_deliveries,
+            backoff=settings.retry_backoff,
+            backoff_max=settings.retry_backoff_max,
+        )
+        return cls(MessageKeys(settings.service_namespace), policy, service)
+
+    def check_slot(self, queues: Sequence[str], *, what: str) -> None:
+        """On Cluster: ConfigError unless the queues and the message keys share one slot."""
+        try:
+            check_same_slot([*queues, *self.keys.fixed], what=f"{what} with message tracking")
+        except ConfigError as exc:
+            raise ConfigError(
+                exc.key,
+                f"{exc.problem} (the namespace needs the queues' hash tag; or set "
+                "--no-message-tracking to use the namespace for registry and metrics only)",
+            ) from None
+
+    def move_keys(self, source: str, targets: Sequence[str]) -> list[str]:
+        keys = self.keys
+        return [source, keys.counter, keys.ids, keys.due, *targets]
+
+    def move_args(
+        self, *, batch: int, capacity: int, expire: int, targets: Sequence[str]
+    ) -> list[Any]:
+        p = self.policy
+        return [
+            batch,
+            capacity,
+            expire,
+            self.keys.prefix,
+            self.service,
+            round(p.timeout * 1000),
+            p.expire,
+            p.capacity,
+            p.max_deliveries,
+            repr(p.backoff),
+            repr(p.backoff_max),
+            json.dumps(list(targets)),
+        ]
+
+
+def tracking_script(name: str) -> str:
+    """The source of a tracking script: ``lua/tracking.lua`` (shared functions) + ``lua/<name>``."""
+    return load_lua("tracking") + "\n" + load_lua(name)
+
+
+def message_xid(body: bytes | str) -> tuple[str, str]:
+    """The xid of a message and its type, by the rules the Lua scripts apply.
+
+    The message itself if it is a decimal number (``number``); else ``meta.id`` if the message is
+    a JSON object with one, a non-empty string or an integer (``meta``); else the SHA-1 of the
+    message (``sha1``).
+    """
+    raw = body.encode() if isinstance(body, str) else bytes(body)
+    if _DIGITS.fullmatch(raw):
+        return raw.decode(), "number"
+    if _JSON_START.match(raw):
+        meta_id = _meta_id(raw)
+        if meta_id is not None:
+            return meta_id, "meta"
+    return hashlib.sha1(raw).hexdigest(), "sha1"
+
+
+def _meta_id(raw: bytes) -> str | None:
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return None
+    meta = doc.get("meta") if isinstance(doc, dict) else None
+    value = meta.get("id") if isinstance(meta, dict) else None
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) and abs(value) < _EXACT:
+        return str(value)
+    if isinstance(value, float) and value.is_integer() and abs(value) < _EXACT:
+        return str(int(value))
+    return None
