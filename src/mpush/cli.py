@@ -75,20 +75,25 @@ def _root(
     """
 
 
-def _cli_type(field: FieldInfo) -> tuple[Any, bool]:
-    """The Python type typer should parse a setting as, and whether it is a boolean flag."""
+def _cli_type(field: FieldInfo) -> tuple[Any, str | None]:
+    """How typer should read a setting: (annotation, metavar); metavar None for a boolean flag.
+
+    Values are read as text and validated by the settings model, so a bad value gets the same
+    one-line error, naming the key, whether it came from a flag, the environment or a file.
+    """
     annotation = field.annotation
     origin = get_origin(annotation)
     if origin in (Union, types.UnionType):
         annotation = next(arg for arg in get_args(annotation) if arg is not type(None))
         origin = get_origin(annotation)
     if annotation is bool:
-        return Optional[bool], True  # noqa: UP045
+        return Optional[bool], None  # noqa: UP045 - typer reads the annotation at runtime
     if origin is list:
-        return Optional[list[str]], False  # noqa: UP045
+        return Optional[list[str]], "KEY"  # noqa: UP045
     if origin is Literal:
-        return Optional[str], False  # noqa: UP045
-    return Optional[annotation], False  # noqa: UP045
+        return Optional[str], "|".join(map(str, get_args(annotation)))  # noqa: UP045
+    metavar = getattr(annotation, "__name__", "TEXT").upper().replace("STR", "TEXT")
+    return Optional[str], metavar  # noqa: UP045
 
 
 def _options(cls: type[CommonSettings]) -> list[inspect.Parameter]:
@@ -97,14 +102,14 @@ def _options(cls: type[CommonSettings]) -> list[inspect.Parameter]:
     for name in [*own, *CommonSettings.model_fields]:
         field = cls.model_fields[name]
         flag = "--" + cls.cli_names.get(name, name).replace("_", "-")
-        annotation, is_flag = _cli_type(field)
-        decls = [f"{flag}/--no-{flag[2:]}"] if is_flag else [flag]
+        annotation, metavar = _cli_type(field)
+        decls = [f"{flag}/--no-{flag[2:]}"] if metavar is None else [flag]
         helptext = field.description or ""
         if field.is_required():
             helptext += " (required)"
-        elif not is_flag and field.default not in (None, ""):
+        elif metavar is not None and field.default not in (None, ""):
             helptext += f" (default: {field.default})"
-        option = typer.Option(None, *decls, help=helptext, show_default=False)
+        option = typer.Option(None, *decls, help=helptext, show_default=False, metavar=metavar)
         params.append(
             inspect.Parameter(
                 name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation

@@ -116,11 +116,12 @@ class RedisServer:
         raise ServerError(f"redis-server on port {self.port} not ready after {timeout}s")
 
     def ping(self) -> bool:
-        """True when the server answers PING with PONG (raw RESP, no client library)."""
+        """True when the server answers PING (raw RESP, no client library): PONG, or a demand
+        to authenticate first, which a server with ACLs gives only once it is up."""
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
                 sock.sendall(b"PING\r\n")
-                return sock.recv(64).startswith(b"+PONG")
+                return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
         except OSError:
             return False
 
