@@ -12,18 +12,22 @@ Everything else lives under a *service namespace* ``NS`` (for example ``demo:mpu
     NS:service:ids         list    instance ids, newest first, trimmed to service_capacity entries
     NS:metrics:<name>      hash    count, sum, max, histo0 … histo100 and plain counters
 
-Message tracking (``MessageKeys``, on the Redis of the queues, see docs/tracking.md)::
+Message tracking (``MessageKeys``, on the Redis of the queues; docs/tracking.md)::
 
-    NS:message:id          string  INCR counter handing out message ids
-    NS:message:<id>        hash    timestamp, deadline, timeout, xid, service, deliveries, state;
-                                   with retry on also body, outs, max_deliveries, backoff,
-                                   backoff_max; EXPIRE message_expire
-    NS:message:xid:<xid>   hash    id, type (number, meta or sha1) of the message in flight
-    NS:message:ids         list    ids in flight, newest first, at most message_capacity
-    NS:message:due         zset    id → when the monitor must look at it next (ms): its deadline,
-                                   the end of its retry backoff, or its expiry
-    NS:message:done        list    ids or xids pushed by consumers when they finish a message
-    NS:message:dead        list    dead letters: JSON {id, xid, deliveries, reason, body, …}
+    NS:message:id            string  INCR counter handing out message ids
+    NS:message:xids          hash    xid → id of every unfinished tracked message; tracking
+                                     pauses (counted) while it holds message_capacity entries
+    NS:message:batch:<first> hash    what one atomic move registered for its messages first …
+                                     first+count-1: count, pending, timestamp, deadline, timeout,
+                                     expire, service, xids; with retry on also outs, bodies,
+                                     max_deliveries, backoff, backoff_max
+    NS:message:batches       zset    the first id of every live batch registration
+    NS:message:<id>          hash    a message with a history of its own (timed out with retry
+                                     on, failed, redelivered, dead): timestamp, deadline, xid,
+                                     service, deliveries, state, …; EXPIRE once finished
+    NS:message:due           zset    batch:<first> or <id> → when the monitor looks at it next (ms)
+    NS:message:done          list    ids or xids pushed by consumers when they finish a message
+    NS:message:dead          list    dead letters: JSON {id, xid, deliveries, reason, body, …}
 
 On Redis Cluster every key of one atomic operation must hash to one slot. A namespace with a hash
 tag, such as ``{demo}:mpush``, keeps all of a namespace's keys on one node; queue names take the
@@ -83,8 +87,12 @@ class MessageKeys:
         return f"{self.prefix}id"
 
     @property
-    def ids(self) -> str:
-        return f"{self.prefix}ids"
+    def xids(self) -> str:
+        return f"{self.prefix}xids"
+
+    @property
+    def batches(self) -> str:
+        return f"{self.prefix}batches"
 
     @property
     def due(self) -> str:
@@ -101,8 +109,8 @@ class MessageKeys:
     def message(self, message_id: int | str) -> str:
         return f"{self.prefix}{message_id}"
 
-    def xid(self, xid: str) -> str:
-        return f"{self.prefix}xid:{xid}"
+    def batch(self, first: int | str) -> str:
+        return f"{self.prefix}batch:{first}"
 
     def metrics(self, name: str) -> str:
         return f"{self.namespace}:metrics:{name}"
@@ -113,7 +121,8 @@ class MessageKeys:
         metrics = ("done", "timeout", "failed", "retry", "dead")
         return (
             self.counter,
-            self.ids,
+            self.xids,
+            self.batches,
             self.due,
             self.done,
             self.dead,

@@ -1,11 +1,12 @@
 -- done.lua: turn a batch of completion reports into response-time metrics (tracking.lua first).
 --
 -- KEYS[1]  <ns>:message:done   ids or xids pushed by consumers
--- KEYS[2]  <ns>:message:due
--- KEYS[3]  <ns>:message:ids
+-- KEYS[2]  <ns>:message:xids
+-- KEYS[3]  <ns>:message:due
 -- KEYS[4]  <ns>:metrics:done   count, sum, max, histo0 … histo100 of response times (seconds),
 --                              bucketed by each message's own timeout; `unknown` counts reports
---                              naming no message in flight (finished, expired or never tracked)
+--                              naming no unfinished message (finished already, delisted, never
+--                              tracked)
 -- ARGV[1]  batch: most reports to take
 -- ARGV[2]  <ns>:message:
 --
@@ -18,20 +19,26 @@ if not reports then
 end
 local prefix = ARGV[2]
 local now = now_ms()
-local count, unknown, total, peak = 0, 0, 0, nil
+local count, unknown, total, peak = 0, 0, 0, 0
 local histo = {}
+local batches = {} -- first → {timestamp, timeout}: read once per batch
 for _, report in ipairs(reports) do
-  local id = tracked_id(prefix, KEYS[2], report)
-  if not id and redis.call('ZSCORE', KEYS[2], report) then
-    id = report
-  end
-  local fields = id and redis.call('HMGET', prefix .. id, 'timestamp', 'timeout', 'xid')
-  if fields and fields[1] then
-    local response = now / 1000 - tonumber(fields[1])
-    if response < 0 then
-      response = 0
+  local m = resolve(prefix, report)
+  if m then
+    local stamp, timeout
+    if m.own then
+      local f = redis.call('HMGET', prefix .. m.id, 'timestamp', 'timeout')
+      stamp, timeout = f[1], f[2]
+    else
+      local b = batches[m.first]
+      if not b then
+        b = redis.call('HMGET', prefix .. 'batch:' .. m.first, 'timestamp', 'timeout')
+        batches[m.first] = b
+      end
+      stamp, timeout = b[1], b[2]
     end
-    local timeout = tonumber(fields[2]) or 0
+    local response = math.max(now / 1000 - tonumber(stamp), 0)
+    timeout = tonumber(timeout) or 0
     local bucket = 'histo100'
     if timeout > 0 and response < timeout then
       bucket = 'histo' .. (math.min(math.floor(response * 10 / timeout), 9) * 10)
@@ -39,12 +46,13 @@ for _, report in ipairs(reports) do
     histo[bucket] = (histo[bucket] or 0) + 1
     count = count + 1
     total = total + response
-    if peak == nil or response > peak then
-      peak = response
+    peak = math.max(peak, response)
+    finish(prefix, m, 'done')
+    if m.own then
+      redis.call('HSET', prefix .. m.id, 'done', seconds(now),
+        'response', string.format('%.3f', response))
     end
-    finish(prefix, KEYS[2], KEYS[3], id, 'done', fields[3])
-    redis.call('HSET', prefix .. id, 'done', seconds(now), 'response', string.format('%.3f', response))
-  else -- finished, expired (the due step delists it) or never tracked
+  else
     unknown = unknown + 1
   end
 end

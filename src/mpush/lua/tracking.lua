@@ -1,31 +1,39 @@
--- tracking.lua: functions shared by the message-tracking scripts; not a script by itself.
--- Loaded in front of move_tracked.lua, done.lua, due.lua and the consumer scripts.
+-- tracking.lua: functions shared by the message-tracking scripts; not a script by itself. It is
+-- loaded in front of move_tracked.lua, done.lua, due.lua and the consumer scripts.
 --
--- Message hash fields (<ns>:message:<id>): timestamp, deadline (seconds, Redis TIME), timeout
--- (seconds), xid, service, deliveries, state (inflight | retry | late | done | dead | expired);
--- with retry on also max_deliveries, backoff, backoff_max, outs (JSON array) and body; error
--- while a consumer's failure report waits for the monitor.
+-- Every script takes the prefix <ns>:message: as an argument and finds these keys under it
+-- (keys.py documents them; on Cluster they share the namespace's hash tag):
+--   id, xids, batches, due, dead    the fixed keys (also passed as KEYS where written)
+--   batch:<first>  one atomic move's registration: count, pending, timestamp, deadline, timeout,
+--                  expire, service, xids (msgpack array); with retry on also max_deliveries,
+--                  backoff, backoff_max, outs (JSON array), bodies (msgpack array)
+--   <id>           one message with a history of its own (timed out with retry on, failed,
+--                  redelivered, dead): timestamp, deadline, timeout, expire, xid, service,
+--                  deliveries, state (inflight | retry | late | done | dead | expired),
+--                  max_deliveries, backoff, backoff_max, outs, body, error, last_error
+-- Registrations and unfinished messages' hashes have no expiry: the monitor removes them, and
+-- message_capacity bounds how many there are when no monitor runs.
 
 -- The xid of a message: the message itself if it is a decimal number; else meta.id if the message
--- is a JSON object with one (a string, or an integer); else the SHA-1 of the message.
--- Returns xid, type ('number', 'meta' or 'sha1').
+-- is a JSON object with one (a non-empty string, or an integer); else the SHA-1 of the message.
 local function xid_of(msg)
-  if string.find(msg, '^%d+$') then
-    return msg, 'number'
+  local head = string.byte(msg, 1)
+  if head and head >= 48 and head <= 57 and not string.find(msg, '%D') then
+    return msg
   end
-  if string.find(msg, '^%s*{') then
+  if head == 123 or (head and head <= 32 and string.find(msg, '^%s*{')) then
     local ok, doc = pcall(cjson.decode, msg)
     if ok and type(doc) == 'table' and type(doc.meta) == 'table' then
       local id = doc.meta.id
       if type(id) == 'string' and id ~= '' then
-        return id, 'meta'
+        return id
       end
       if type(id) == 'number' and id == math.floor(id) and math.abs(id) < 2 ^ 53 then
-        return string.format('%.0f', id), 'meta'
+        return string.format('%.0f', id)
       end
     end
   end
-  return redis.sha1hex(msg), 'sha1'
+  return redis.sha1hex(msg)
 end
 
 -- Redis TIME in milliseconds.
@@ -34,36 +42,9 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Milliseconds as the seconds text stored in the message hash, e.g. 1459103237.125
+-- Milliseconds as the seconds text stored in the hashes, e.g. 1459103237.125
 local function seconds(ms)
   return string.format('%.3f', ms / 1000)
-end
-
--- Stop tracking message `id`: off the due set and the ids list, its xid mapping dropped (if it
--- is still this message's), body and outs dropped, `state` set. The hash itself expires later.
-local function finish(prefix, due_key, ids_key, id, state, xid)
-  redis.call('ZREM', due_key, id)
-  redis.call('LREM', ids_key, -1, id)
-  local mkey = prefix .. id
-  if xid then
-    local xkey = prefix .. 'xid:' .. xid
-    if redis.call('HGET', xkey, 'id') == id then
-      redis.call('DEL', xkey)
-    end
-  end
-  if redis.call('EXISTS', mkey) == 1 then
-    redis.call('HSET', mkey, 'state', state)
-    redis.call('HDEL', mkey, 'body', 'outs', 'error')
-  end
-end
-
--- The id of the tracked, still unfinished message with this xid, or nil.
-local function tracked_id(prefix, due_key, xid)
-  local id = redis.call('HGET', prefix .. 'xid:' .. xid, 'id')
-  if id and redis.call('ZSCORE', due_key, id) then
-    return id
-  end
-  return nil
 end
 
 -- Add `n` to `field` of a metrics hash (nothing when n is 0).
@@ -73,9 +54,135 @@ local function bump(key, field, n)
   end
 end
 
+-- A hash as a table of the fields asked for (missing ones nil).
+local function hmget(key, ...)
+  local names = {...}
+  local values = redis.call('HMGET', key, unpack(names))
+  local fields = {}
+  for i, name in ipairs(names) do
+    if values[i] then
+      fields[name] = values[i]
+    end
+  end
+  return fields
+end
+
+-- The first id of the batch registration holding message `id`, or nil.
+local function batch_of(prefix, id)
+  local found = redis.call('ZREVRANGEBYSCORE', prefix .. 'batches', id, '-inf', 'LIMIT', 0, 1)
+  if #found == 0 then
+    return nil
+  end
+  local count = tonumber(redis.call('HGET', prefix .. 'batch:' .. found[1], 'count') or '0')
+  if tonumber(id) < tonumber(found[1]) + count then
+    return found[1]
+  end
+  return nil
+end
+
+-- One message of a batch has left it (finished, or given a hash of its own); the batch
+-- registration goes when none is left.
+local function leave_batch(prefix, first)
+  local bkey = prefix .. 'batch:' .. first
+  if redis.call('HINCRBY', bkey, 'pending', -1) <= 0 then
+    redis.call('DEL', bkey)
+    redis.call('ZREM', prefix .. 'batches', first)
+    redis.call('ZREM', prefix .. 'due', 'batch:' .. first)
+  end
+end
+
+-- The unfinished tracked message `id` with xid `xid`: {id, xid, own (has a hash), first (its
+-- batch, when not own)} — or nil when it is finished or unknown.
+local function locate(prefix, id, xid)
+  if redis.call('HGET', prefix .. 'xids', xid) ~= id then
+    return nil
+  end
+  local state = redis.call('HGET', prefix .. id, 'state')
+  if state == 'inflight' or state == 'retry' then
+    return {id = id, xid = xid, own = true}
+  end
+  local first = batch_of(prefix, id)
+  if first then
+    return {id = id, xid = xid, own = false, first = first}
+  end
+  return nil
+end
+
+-- The unfinished tracked message a done report or a consumer names: by xid first, then by id.
+local function resolve(prefix, report)
+  local id = redis.call('HGET', prefix .. 'xids', report)
+  if id then
+    return locate(prefix, id, report)
+  end
+  if not string.find(report, '^%d+$') then
+    return nil
+  end
+  local xid = redis.call('HGET', prefix .. report, 'xid')
+  if not xid then
+    local first = batch_of(prefix, report)
+    if not first then
+      return nil
+    end
+    local xids = cmsgpack.unpack(redis.call('HGET', prefix .. 'batch:' .. first, 'xids'))
+    xid = xids[tonumber(report) - tonumber(first) + 1]
+  end
+  return xid and locate(prefix, report, xid)
+end
+
+-- The batch registration fields `own` copies into a message's own hash.
+local function batch_fields(prefix, first)
+  return hmget(prefix .. 'batch:' .. first, 'timestamp', 'deadline', 'timeout', 'expire',
+    'service', 'max_deliveries', 'backoff', 'backoff_max', 'outs')
+end
+
+-- Give message `m` (still in batch `m.first`) a hash of its own, with `body` if given, else its
+-- body from the batch (kept there when retry is on). `b`: the batch's fields, if already read.
+-- The hash has no expiry while the message is unfinished (message_capacity bounds how many
+-- there are); `finish` sets it.
+local function own(prefix, m, body, b)
+  local bkey = prefix .. 'batch:' .. m.first
+  b = b or batch_fields(prefix, m.first)
+  if not body and b.max_deliveries then
+    body = cmsgpack.unpack(redis.call('HGET', bkey, 'bodies'))[tonumber(m.id) - tonumber(m.first) + 1]
+  end
+  local mkey = prefix .. m.id
+  redis.call('HSET', mkey, 'timestamp', b.timestamp, 'deadline', b.deadline,
+    'timeout', b.timeout, 'expire', b.expire, 'xid', m.xid, 'service', b.service,
+    'deliveries', 1, 'state', 'inflight')
+  if b.max_deliveries then
+    redis.call('HSET', mkey, 'max_deliveries', b.max_deliveries, 'backoff', b.backoff,
+      'backoff_max', b.backoff_max, 'outs', b.outs)
+  end
+  if body then
+    redis.call('HSET', mkey, 'body', body)
+  end
+  leave_batch(prefix, m.first)
+  m.own, m.first = true, nil
+  return mkey
+end
+
+-- Stop tracking message `m`: its xid mapping, its place on the due set, and its batch (or, for a message with its own hash: state set, body dropped, EXPIRE set).
+local function finish(prefix, m, state)
+  if redis.call('HGET', prefix .. 'xids', m.xid) == m.id then
+    redis.call('HDEL', prefix .. 'xids', m.xid)
+  end
+  if m.own then
+    local mkey = prefix .. m.id
+    redis.call('ZREM', prefix .. 'due', m.id)
+    redis.call('HSET', mkey, 'state', state)
+    redis.call('HDEL', mkey, 'body', 'outs', 'error')
+    local expire = redis.call('HGET', mkey, 'expire')
+    if expire then
+      redis.call('EXPIRE', mkey, expire) -- kept a while for inspection
+    end
+  else
+    leave_batch(prefix, m.first)
+  end
+end
+
 -- A dead letter: JSON with the message's id, xid, deliveries, reason, service, timestamp, outs
 -- and body (the body's bytes as they are).
-local function dead_letter(dead_key, id, fields, reason)
+local function dead_letter(prefix, id, fields, reason)
   local letter = {id = id, reason = reason}
   if fields then
     letter.xid = fields.xid
@@ -90,18 +197,5 @@ local function dead_letter(dead_key, id, fields, reason)
       end
     end
   end
-  redis.call('LPUSH', dead_key, cjson.encode(letter))
-end
-
--- The message hash as a table, or nil when it is gone.
-local function message_fields(key)
-  local flat = redis.call('HGETALL', key)
-  if #flat == 0 then
-    return nil
-  end
-  local fields = {}
-  for i = 1, #flat, 2 do
-    fields[flat[i]] = flat[i + 1]
-  end
-  return fields
+  redis.call('LPUSH', prefix .. 'dead', cjson.encode(letter))
 end

@@ -60,10 +60,11 @@ class Monitor:
         self._outage = outage or Outage("redis", log)
         self._done = redis.register_script(tracking_script("done"))
         self._due = redis.register_script(tracking_script("due"))
-        self._done_keys = [keys.done, keys.due, keys.ids, keys.metrics("done")]
+        self._done_keys = [keys.done, keys.xids, keys.due, keys.metrics("done")]
         self._due_keys = [
             keys.due,
-            keys.ids,
+            keys.xids,
+            keys.batches,
             keys.dead,
             *(keys.metrics(name) for name in ("timeout", "failed", "retry", "dead")),
         ]

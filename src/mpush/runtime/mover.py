@@ -55,7 +55,6 @@ class MoveResult:
     trimmed: int
     tracked: int = 0
     over_capacity: int = 0  # moved untracked: message_capacity ids were in flight
-    duplicates: int = 0  # moved untracked: a message with the same xid was in flight
 
 
 class Mover:
@@ -93,7 +92,6 @@ class Mover:
             if self.options.tracking is not None:
                 self._metrics.incr("message", "tracked", result.tracked)
                 self._metrics.incr("message", "over_capacity", result.over_capacity)
-                self._metrics.incr("message", "duplicate", result.duplicates)
         return result
 
     async def run(self, shutdown: Shutdown) -> None:
