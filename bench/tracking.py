@@ -63,7 +63,8 @@ async def drain(r: Redis, count: int, tracking: Tracking | None) -> float:
     while (step := await mover.step()).moved:
         moved += step.moved
     elapsed = time.perf_counter() - began
-    assert moved == count and int(await r.llen(OUTS[1])) == count
+    assert moved == count
+    assert int(await r.llen(OUTS[1])) == count
     if tracking is not None:
         assert int(await r.hlen(tracking.keys.xids)) == count, "every message tracked"
     return count / elapsed
@@ -86,14 +87,18 @@ async def monitor_done(r: Redis, count: int, keys: MessageKeys) -> float:
     return count / elapsed
 
 
+def start_service(url: str, count: int, log: Path, *flags: str) -> subprocess.Popen[bytes]:
+    args = ["mpush", "--redis", url, "--in", IN, "--out", OUTS[0], "--out", OUTS[1]]
+    args += ["--service-namespace", NS, "--message-capacity", str(count), "--log-level", "WARNING"]
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "mpush", *args, *flags], stdout=out)
+
+
 async def service(r: Redis, url: str, count: int, log: Path, *flags: str) -> float:
     """A real ``mpush mpush`` process draining the backlog (the rate counts from the rename)."""
     await r.flushall()
     await fill(r, count)
-    args = ["mpush", "--redis", url, "--in", IN, "--out", OUTS[0], "--out", OUTS[1]]
-    args += ["--service-namespace", NS, "--message-capacity", str(count), "--log-level", "WARNING"]
-    with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "mpush", *args, *flags], stdout=out)
+    proc = start_service(url, count, log, *flags)
     try:
         await wait_for(lambda: r.exists(f"{NS}:service:1"))
         began = time.perf_counter()

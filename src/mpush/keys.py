@@ -29,6 +29,13 @@ Message tracking (``MessageKeys``, on the Redis of the queues; docs/tracking.md)
     NS:message:done          list    ids or xids pushed by consumers when they finish a message
     NS:message:dead          list    dead letters: JSON {id, xid, deliveries, reason, body, …}
 
+A consumer of a queue (``ConsumerKeys``, ``mpush.client``) keeps, under the queue's hash tag (the
+queue's own, or the whole queue name as one: ``{jobs}`` for ``jobs``)::
+
+    Q:consumers              zset    consumer id → end of its lease (ms, Redis TIME)
+    Q:inflight:<consumer>    list    the messages that consumer has claimed and not finished
+    Q:failed                 list    messages that failed, when the queue is not tracked
+
 On Redis Cluster every key of one atomic operation must hash to one slot. A namespace with a hash
 tag, such as ``{demo}:mpush``, keeps all of a namespace's keys on one node; queue names take the
 same tag (``{demo}:in``, ``{demo}:out0``).
@@ -43,7 +50,14 @@ from redis.crc import key_slot as _key_slot
 
 from mpush.errors import ConfigError
 
-__all__ = ["MessageKeys", "ServiceKeys", "check_same_slot", "hash_tag", "key_slot"]
+__all__ = [
+    "ConsumerKeys",
+    "MessageKeys",
+    "ServiceKeys",
+    "check_same_slot",
+    "hash_tag",
+    "key_slot",
+]
 
 
 @dataclass(frozen=True)
@@ -128,6 +142,29 @@ class MessageKeys:
             self.dead,
             *(self.metrics(name) for name in metrics),
         )
+
+
+@dataclass(frozen=True)
+class ConsumerKeys:
+    """Keys of the reliable consumers of one queue; all in the queue's hash slot."""
+
+    queue: str
+
+    @property
+    def base(self) -> str:
+        """The queue's name if it has a hash tag, else the whole name as the tag."""
+        return self.queue if hash_tag(self.queue) is not None else "{" + self.queue + "}"
+
+    @property
+    def consumers(self) -> str:
+        return f"{self.base}:consumers"
+
+    def inflight(self, consumer: str) -> str:
+        return f"{self.base}:inflight:{consumer}"
+
+    @property
+    def failed(self) -> str:
+        return f"{self.base}:failed"
 
 
 def key_slot(key: str) -> int:

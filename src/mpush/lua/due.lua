@@ -38,7 +38,7 @@ local function batch_due(member)
     redis.call('ZREM', KEYS[1], member)
     return
   end
-  local xids, late = cmsgpack.unpack(packed[1]), packed[2] == 'late'
+  local xids, late = cjson.decode(packed[1]), packed[2] == 'late'
   local bodies = packed[3] and cmsgpack.unpack(packed[3])
   local left = 0
   for k, xid in ipairs(xids) do

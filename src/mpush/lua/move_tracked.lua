@@ -65,7 +65,7 @@ end
 local bkey = prefix .. 'batch:' .. first
 redis.call('HSET', bkey, 'count', n, 'pending', n, 'timestamp', seconds(now),
   'deadline', seconds(now + timeout_ms), 'timeout', seconds(timeout_ms), 'expire', ARGV[7],
-  'service', ARGV[5], 'xids', cmsgpack.pack(xids))
+  'service', ARGV[5], 'xids', cjson.encode(xids))
 if tonumber(ARGV[9]) > 0 then
   if n < moved then
     msgs = {unpack(msgs, 1, n)}

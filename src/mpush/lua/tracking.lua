@@ -5,7 +5,7 @@
 -- (keys.py documents them; on Cluster they share the namespace's hash tag):
 --   id, xids, batches, due, dead    the fixed keys (also passed as KEYS where written)
 --   batch:<first>  one atomic move's registration: count, pending, timestamp, deadline, timeout,
---                  expire, service, xids (msgpack array); with retry on also max_deliveries,
+--                  expire, service, xids (JSON array); with retry on also max_deliveries,
 --                  backoff, backoff_max, outs (JSON array), bodies (msgpack array)
 --   <id>           one message with a history of its own (timed out with retry on, failed,
 --                  redelivered, dead): timestamp, deadline, timeout, expire, xid, service,
@@ -123,7 +123,7 @@ local function resolve(prefix, report)
     if not first then
       return nil
     end
-    local xids = cmsgpack.unpack(redis.call('HGET', prefix .. 'batch:' .. first, 'xids'))
+    local xids = cjson.decode(redis.call('HGET', prefix .. 'batch:' .. first, 'xids'))
     xid = xids[tonumber(report) - tonumber(first) + 1]
   end
   return xid and locate(prefix, report, xid)

@@ -73,7 +73,9 @@ class Monitor:
     async def step(self) -> MonitorStep:
         """One batch of done reports, then one batch of due messages."""
         done, unknown = await self._done(keys=self._done_keys, args=[self._batch, self.keys.prefix])
-        handled, wait_ms = await self._due(keys=self._due_keys, args=[self._batch, self.keys.prefix])
+        handled, wait_ms = await self._due(
+            keys=self._due_keys, args=[self._batch, self.keys.prefix]
+        )
         next_due = None if int(wait_ms) < 0 else int(wait_ms) / 1000
         self._next_due = next_due
         return MonitorStep(int(done), int(unknown), int(handled), next_due)

@@ -67,7 +67,7 @@ class Tracking:
 
     @classmethod
     def from_settings(cls, settings: TrackingSettings, service: str) -> Tracking | None:
-        """The tracking ``settings`` ask for, or None when it is off (no namespace, or turned off)."""
+        """The tracking ``settings`` ask for; None when it is off (no namespace, or turned off)."""
         if not settings.tracking or settings.service_namespace is None:
             return None
         policy = TrackingPolicy(
