@@ -4,6 +4,12 @@
         async for msg in messages:
             await handle(msg.body)
 
+or, to go on after a failure (it is reported, logged, and the loop goes on):
+
+    async for msg in consume(redis, "{demo}:out0", namespace="{demo}:mpush"):
+        async with msg:
+            await handle(msg.body)
+
 Each message is claimed with ``BLMOVE queue → <queue>:inflight:<consumer>``, so it is never only
 in the worker's memory. When the loop body returns, the message is acknowledged: taken off the
 in-flight list and, on a tracked queue (``namespace`` given), reported done to the monitor by its
@@ -69,6 +75,24 @@ class Message:
     async def fail(self, error: BaseException | str) -> None:
         """Report a failure now (``async with`` does it when the body raises)."""
         await self._consumer.fail(self, error)
+
+    async def __aenter__(self) -> Message:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        """``async with msg:`` acks when the block ends; a failure is reported and swallowed."""
+        if exc is None:
+            await self.ack()
+            return False
+        if isinstance(exc, Exception):
+            await self.fail(exc)
+            return True
+        return False
 
 
 def consume(

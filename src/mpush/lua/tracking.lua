@@ -29,7 +29,7 @@ local function xid_of(msg)
         return id
       end
       if type(id) == 'number' and id == math.floor(id) and math.abs(id) < 2 ^ 53 then
-        return string.format('%.0f', id)
+        return string.format('%.0f', id + 0) -- + 0 turns -0 into 0
       end
     end
   end

@@ -125,7 +125,8 @@ def message_xid(body: bytes | str) -> tuple[str, str]:
 
     The message itself if it is a decimal number (``number``); else ``meta.id`` if the message is
     a JSON object with one, a non-empty string or an integer (``meta``); else the SHA-1 of the
-    message (``sha1``).
+    message (``sha1``). (Invalid JSON that starts like an object may be read differently by the
+    scripts' cjson — numbers with leading zeros, say: give tracked messages valid JSON.)
     """
     raw = body.encode() if isinstance(body, str) else bytes(body)
     if _DIGITS.fullmatch(raw):
