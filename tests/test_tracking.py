@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mpush.connection import load_lua
-from mpush.keys import MessageKeys
+from mpush.keys import ConsumerKeys, MessageKeys
 from mpush.runtime.metrics import histo_bucket
 from mpush.runtime.tracking import message_xid
 from tests.conftest import RedisEnv
@@ -334,6 +334,11 @@ def test_kill9_of_mover_and_consumer_every_message_done_or_dead(
             f"in flight {redis_env.client.hlen(MK.xids)}"
         ),
     )
+    inflight = ConsumerKeys(OUT0).inflight("*")
+    wait_until(
+        lambda: all(redis_env.client.llen(key) == 0 for key in scan(redis_env, inflight)),
+        message="the killed consumer's in-flight list recovered",
+    )
     assert redis_env.client.get(MK.counter) == str(total), "each message registered once"
     assert metric(redis_env, "done") + metric(redis_env, "dead") == total
     assert redis_env.client.hlen(MK.xids) == 0
@@ -341,6 +346,12 @@ def test_kill9_of_mover_and_consumer_every_message_done_or_dead(
     processed = set(redis_env.client.lrange(record, 0, -1))
     assert processed | dead == set(msgs), "none vanished"
     assert metric(redis_env, "done") >= total - len(dead)
+
+
+def scan(env: RedisEnv, pattern: str) -> list[str]:
+    if env.is_cluster:
+        return list(env.client.scan_iter(match=pattern, target_nodes="all"))
+    return list(env.client.scan_iter(match=pattern))
 
 
 def _produce(env: RedisEnv, msgs: list[str], seconds: float) -> None:

@@ -98,8 +98,10 @@ local function locate(prefix, id, xid)
     return nil
   end
   local state = redis.call('HGET', prefix .. id, 'state')
-  if state == 'inflight' or state == 'retry' then
+  if state == 'inflight' or state == 'retry' or state == 'late' then
     return {id = id, xid = xid, own = true}
+  elseif state then -- finished
+    return nil
   end
   local first = batch_of(prefix, id)
   if first then
