@@ -96,9 +96,18 @@ def _cli_type(field: FieldInfo) -> tuple[Any, str | None]:
     return Optional[str], metavar  # noqa: UP045
 
 
+def _declared_depth(cls: type[CommonSettings], name: str) -> int:
+    """How far from CommonSettings the class declaring setting ``name`` is (sort is stable)."""
+    for klass in cls.__mro__:
+        if name in getattr(klass, "__annotations__", {}):
+            return len(klass.__mro__)
+    return 0
+
+
 def _options(cls: type[CommonSettings]) -> list[inspect.Parameter]:
     params = []
     own = [name for name in cls.model_fields if name not in CommonSettings.model_fields]
+    own.sort(key=lambda name: _declared_depth(cls, name), reverse=True)  # the service's own first
     for name in [*own, *CommonSettings.model_fields]:
         field = cls.model_fields[name]
         flag = "--" + cls.cli_names.get(name, name).replace("_", "-")

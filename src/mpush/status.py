@@ -163,7 +163,7 @@ def render_table(report: StatusReport, console: Console) -> None:
             metrics.add_column(column, justify="left" if column in ("metric", "other") else "right")
         for name, values in report.metrics.items():
             count = values.get("count", 0.0)
-            total = values.get("sum", 0.0)
+            total = values.get("sum")
             other = ", ".join(
                 f"{k}={v:g}"
                 for k, v in values.items()
@@ -172,8 +172,8 @@ def render_table(report: StatusReport, console: Console) -> None:
             metrics.add_row(
                 name,
                 f"{count:g}",
-                f"{total:g}",
-                f"{total / count:.3g}" if count else "-",
+                "-" if total is None else f"{total:g}",
+                f"{total / count:.3g}" if count and total is not None else "-",
                 f"{values['max']:g}" if "max" in values else "-",
                 other,
             )
