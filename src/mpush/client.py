@@ -37,7 +37,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from mpush.backoff import Backoff, Outage
 from mpush.connection import AnyRedis, is_transient
@@ -212,6 +212,8 @@ class Consumer:
 
     async def _claim(self) -> Any:
         """Renew the lease when due (no background task), then wait up to pop_timeout for one."""
+        if self._beating is not None and self._beating.done():
+            self._beating.result()  # the lease renewal failed for good: raise its error here
         if self._orphans:
             await self.recover(self.id, mode="release")
             self._orphans = False
@@ -245,8 +247,10 @@ class Consumer:
     async def ack(self, message: Message) -> None:
         if message._settled:
             return
-        tracked = "1" if self._messages else "0"
-        keys = [self.inflight, *self._tracking_keys("done", "xids")]
+        if self._messages is None:
+            keys, tracked = [self.inflight, self.inflight, self.inflight], "0"
+        else:
+            keys, tracked = [self.inflight, self._messages.done, self._messages.xids], "1"
         await self._ack(keys=keys, args=[message.body, tracked])
         message._settled = True
 
@@ -278,7 +282,9 @@ class Consumer:
             other = raw.decode() if isinstance(raw, bytes) else str(raw)
             await self.recover(other)
 
-    async def recover(self, consumer: str, *, mode: str = "lost") -> tuple[int, int]:
+    async def recover(
+        self, consumer: str, *, mode: Literal["lost", "release"] = "lost"
+    ) -> tuple[int, int]:
         """Give back what ``consumer`` holds; returns (requeued, sent to the retry path)."""
         due = self._messages.due if self._messages else self._keys.consumers
         prefix = self._messages.prefix if self._messages else ""
@@ -310,6 +316,7 @@ class Consumer:
         await self.heartbeat()
 
     async def _beat_forever(self) -> None:
+        """Renew the lease every lease/3 s; an outage is retried (and logged once)."""
         while True:
             await asyncio.sleep(max(self._next_beat - asyncio.get_running_loop().time(), 0.0))
             try:
@@ -317,13 +324,10 @@ class Consumer:
             except Exception as exc:
                 if not is_transient(exc):
                     raise
-                log.warning("lease renewal of consumer %s failed: %s", self.id, exc)
+                self._outage.failed(exc)
                 self._next_beat = asyncio.get_running_loop().time() + self._pop_timeout
-
-    def _tracking_keys(self, *names: str) -> list[str]:
-        if self._messages is None:
-            return [self.inflight] * len(names)
-        return [getattr(self._messages, name) for name in names]
+            else:
+                self._outage.recovered()
 
 
 def _is_cluster(redis: AnyRedis) -> bool:
