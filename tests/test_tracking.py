@@ -295,6 +295,26 @@ def test_status_shows_tracking_and_the_histogram(redis_env: RedisEnv, spawn: Spa
     assert f'mpush_messages_in_flight{{namespace="{NS}"}} 6' in prom.stdout
 
 
+@pytest.mark.slow
+def test_tracking_resumes_after_a_redis_restart(redis_env: RedisEnv, spawn: Spawner) -> None:
+    proc = start_mover(spawn, redis_env, "--message-timeout", "30")
+    redis_env.client.lpush(IN, "before")
+    wait_until(lambda: redis_env.client.llen(OUT0) == 1)
+    server = redis_env.server_for(IN)
+    server.stop()
+    proc.wait_for_log("unavailable")
+    server.start()
+    redis_env.wait_healthy()
+    proc.wait_for_log("back after", timeout=30)
+    redis_env.client.lpush(IN, "after")
+    wait_until(lambda: redis_env.client.llen(OUT0) == 2)
+    redis_env.client.lpush(MK.done, message_xid("before")[0], message_xid("after")[0])
+    wait_until(lambda: metric(redis_env, "done") == 2)
+    assert redis_env.client.get(MK.counter) == "2"
+    assert proc.alive
+    assert proc.log().count("unavailable") == 1, "mover and monitor share one outage log"
+
+
 # -- kill -9: every message done or dead-lettered
 
 

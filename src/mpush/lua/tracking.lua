@@ -110,6 +110,9 @@ local function locate(prefix, id, xid)
   return nil
 end
 
+-- A batch's xids, decoded once per script call (reports by id may name many of one batch).
+local decoded_xids = {}
+
 -- The unfinished tracked message a done report or a consumer names: by xid first, then by id.
 local function resolve(prefix, report)
   local id = redis.call('HGET', prefix .. 'xids', report)
@@ -125,7 +128,11 @@ local function resolve(prefix, report)
     if not first then
       return nil
     end
-    local xids = cjson.decode(redis.call('HGET', prefix .. 'batch:' .. first, 'xids'))
+    local xids = decoded_xids[first]
+    if not xids then
+      xids = cjson.decode(redis.call('HGET', prefix .. 'batch:' .. first, 'xids'))
+      decoded_xids[first] = xids
+    end
     xid = xids[tonumber(report) - tonumber(first) + 1]
   end
   return xid and locate(prefix, report, xid)
