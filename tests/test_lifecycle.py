@@ -15,23 +15,9 @@ NS = "{t}:life"
 KEYS = ServiceKeys(NS)
 
 
-def start(spawn: Spawner, env: RedisEnv, *extra: str) -> ServiceProcess:
-    proc = spawn(
-        "lpush",
-        "--redis",
-        env.url,
-        "--in",
-        "{t}:in",
-        "--out",
-        "{t}:out",
-        "--service-namespace",
-        NS,
-        "--pop-timeout",
-        "0.3",
-        "--service-check",
-        "0.2",
-        *extra,
-    )
+def start(spawn: Spawner, env: RedisEnv, *extra: str, pop_timeout: str = "0.3") -> ServiceProcess:
+    args = f"lpush --in {{t}}:in --out {{t}}:out --service-namespace {NS} --service-check 0.2"
+    proc = spawn(*args.split(), "--redis", env.url, "--pop-timeout", pop_timeout, *extra)
     proc.wait_for_log("lpush started")
     return proc
 
@@ -101,20 +87,7 @@ def test_id_list_trimmed_to_exactly_capacity(redis_env: RedisEnv, spawn: Spawner
 def test_sigterm_stops_cleanly_and_second_signal_at_once(
     redis_env: RedisEnv, spawn: Spawner
 ) -> None:
-    proc = spawn(
-        "lpush",
-        "--redis",
-        redis_env.url,
-        "--in",
-        "{t}:in",
-        "--out",
-        "{t}:out",
-        "--service-namespace",
-        NS,
-        "--pop-timeout",
-        "20",
-    )
-    proc.wait_for_log("lpush started")
+    proc = start(spawn, redis_env, pop_timeout="20")
     proc.signal(signal.SIGTERM)
     proc.wait_for_log("stopping: SIGTERM")
     began = time.monotonic()

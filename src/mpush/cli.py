@@ -3,9 +3,9 @@
 Each service command's flags are generated from its settings model, so every setting has a flag,
 the same name in a config file and an ``MPUSH_*`` variable, and its help text in one place.
 
-Exit codes: 0 clean stop (signal, remote shutdown); 1 unexpected failure; 2 bad configuration or
-usage; 69 Redis unreachable at startup; 75 fenced (our registration was taken over); 130 second
-signal.
+Exit codes: 0 clean stop (signal, remote shutdown); 1 unexpected failure (or, for ndeploy, a failed
+deploy); 2 bad configuration or usage; 69 Redis unreachable at startup; 75 fenced (our registration
+was taken over); 124 ndeploy: no request / response within the wait; 130 second signal.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import inspect
 import logging
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, TypeVar, Union, get_args, get_origin
 
@@ -27,17 +27,26 @@ from mpush import __version__
 from mpush.config import (
     CommonSettings,
     LpushSettings,
+    MbalanceSettings,
+    MdedupeSettings,
     MonitorSettings,
     MpushSettings,
+    MthrottleSettings,
+    NdeployListSettings,
+    NdeployPopSettings,
+    NdeployRequestSettings,
+    NdeployRollbackSettings,
+    NdeployServeSettings,
     StatusSettings,
     load_settings,
 )
 from mpush.connection import connect, parse_redis_url
+from mpush.deploy import commands as ndeploy_commands
 from mpush.errors import ConfigError, MpushError
 from mpush.logs import configure_logging
 from mpush.runtime.monitor import MonitorService
 from mpush.runtime.runner import Service, run_service
-from mpush.services import lpush, mpush
+from mpush.services import lpush, mbalance, mdedupe, mpush, mthrottle, ndeploy
 
 __all__ = ["app", "main"]
 
@@ -104,11 +113,14 @@ def _declared_depth(cls: type[CommonSettings], name: str) -> int:
     return 0
 
 
-def _options(cls: type[CommonSettings]) -> list[inspect.Parameter]:
+def _options(cls: type[CommonSettings], arguments: Sequence[str] = ()) -> list[inspect.Parameter]:
     params = []
     own = [name for name in cls.model_fields if name not in CommonSettings.model_fields]
     own.sort(key=lambda name: _declared_depth(cls, name), reverse=True)  # the service's own first
-    for name in [*own, *CommonSettings.model_fields]:
+    for name in [
+        *arguments,
+        *[n for n in [*own, *CommonSettings.model_fields] if n not in arguments],
+    ]:
         field = cls.model_fields[name]
         flag = "--" + cls.cli_names.get(name, name).replace("_", "-")
         annotation, metavar = _cli_type(field)
@@ -116,9 +128,11 @@ def _options(cls: type[CommonSettings]) -> list[inspect.Parameter]:
         helptext = field.description or ""
         if field.is_required():
             helptext += " (required)"
-        elif metavar is not None and field.default not in (None, ""):
+        elif metavar is not None and field.default not in (None, "", []):
             helptext += f" (default: {field.default})"
         option = typer.Option(None, *decls, help=helptext, show_default=False, metavar=metavar)
+        if name in arguments:
+            option = typer.Argument(None, metavar=name.upper(), help=helptext, show_default=False)
         params.append(
             inspect.Parameter(
                 name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation
@@ -127,30 +141,64 @@ def _options(cls: type[CommonSettings]) -> list[inspect.Parameter]:
     return params
 
 
-def service_command(name: str, cls: type[S], create: Callable[[S], Service]) -> None:
-    """Register ``mpush <name>``: flags from ``cls``, settings loaded, the service run."""
-    params = _options(cls)
+def service_command(
+    name: str,
+    cls: type[S],
+    create: Callable[[S], Service],
+    *,
+    group: typer.Typer | None = None,
+    arguments: Sequence[str] = (),
+) -> None:
+    """Register ``mpush <name>``: flags from ``cls``, settings loaded, the service run.
+
+    ``group`` registers it under a command group instead; ``arguments`` names settings taken as
+    positional arguments rather than flags.
+    """
+
+    def action(settings: S) -> int:
+        return run_service(create(settings), settings)
+
+    settings_command(name, cls, action, group=group, arguments=arguments)
+
+
+def settings_command(
+    name: str,
+    cls: type[S],
+    action: Callable[[S], int],
+    *,
+    group: typer.Typer | None = None,
+    arguments: Sequence[str] = (),
+) -> None:
+    """Register a command whose flags come from ``cls`` and which runs ``action(settings)``."""
+    params = _options(cls, arguments)
+    label = f"{group.info.name} {name}" if group is not None else name
 
     def command(**flags: Any) -> None:
-        raise typer.Exit(_run_service(name, cls, create, flags))
+        raise typer.Exit(_run_action(label, cls, action, flags, arguments))
 
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in params}
     command.__doc__ = inspect.getdoc(cls)
-    app.command(name, help=inspect.getdoc(cls))(command)
+    (group or app).command(name, help=inspect.getdoc(cls))(command)
 
 
-def _run_service(
-    name: str, cls: type[S], create: Callable[[S], Service], flags: dict[str, Any]
+def _run_action(
+    label: str,
+    cls: type[S],
+    action: Callable[[S], int],
+    flags: dict[str, Any],
+    arguments: Sequence[str] = (),
 ) -> int:
     try:
         settings = load_settings(cls, flags)
     except ConfigError as exc:
-        typer.echo(f"mpush {name}: {exc}", err=True)
+        if exc.key in arguments and exc.problem.startswith("required"):
+            exc = ConfigError(exc.key, f"required: give it as the {exc.key.upper()} argument")
+        typer.echo(f"mpush {label}: {exc}", err=True)
         return exc.exit_code
-    configure_logging(name, fmt=settings.log_format, level=settings.log_level)
+    configure_logging(label.split(maxsplit=1)[0], fmt=settings.log_format, level=settings.log_level)
     try:
-        return run_service(create(settings), settings)
+        return action(settings)
     except MpushError as exc:
         log.error("%s", exc)
         return exc.exit_code
@@ -161,6 +209,29 @@ def _run_service(
 service_command("mpush", MpushSettings, mpush.create)
 service_command("lpush", LpushSettings, lpush.create)
 service_command("monitor", MonitorSettings, MonitorService)
+service_command("mbalance", MbalanceSettings, mbalance.create)
+service_command("mdedupe", MdedupeSettings, mdedupe.create)
+service_command("mthrottle", MthrottleSettings, mthrottle.create)
+
+ndeploy_app = typer.Typer(
+    name="ndeploy",
+    help="Deploy Python packages from git on requests in Redis.",
+    no_args_is_help=True,
+)
+app.add_typer(ndeploy_app)
+service_command("serve", NdeployServeSettings, ndeploy.create, group=ndeploy_app)
+service_command("pop", NdeployPopSettings, ndeploy.create, group=ndeploy_app, arguments=["wait"])
+settings_command(
+    "deploy", NdeployRequestSettings, ndeploy_commands.deploy, group=ndeploy_app, arguments=["git"]
+)
+settings_command("list", NdeployListSettings, ndeploy_commands.show, group=ndeploy_app)
+settings_command(
+    "rollback",
+    NdeployRollbackSettings,
+    ndeploy_commands.rollback,
+    group=ndeploy_app,
+    arguments=["to"],
+)
 
 
 @app.command()

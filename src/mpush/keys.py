@@ -39,6 +39,27 @@ queue's own, or the whole queue name as one: ``{jobs}`` for ``jobs``)::
 On Redis Cluster every key of one atomic operation must hash to one slot. A namespace with a hash
 tag, such as ``{demo}:mpush``, keeps all of a namespace's keys on one node; queue names take the
 same tag (``{demo}:in``, ``{demo}:out0``).
+
+ndeploy keeps its requests and responses under its namespace too (see ``NdeployKeys``)::
+
+    NS:req:id              string  INCR counter handing out request ids
+    NS:req:<id>            hash    git, branch, commit, tag (the requester's); instance, step,
+                                   attempts (ndeploy's)
+    NS:req                 list    request ids waiting: requesters LPUSH, ndeploy takes the right
+    NS:req:malformed       list    popped entries that were not request ids, set aside
+    NS:inflight:<inst>     list    the ids instance <inst> has claimed (BLMOVE from NS:req)
+    NS:inflight            set     instance ids that may hold an in-flight list
+    NS:res:<id>            hash    the response: service, deployDir, cloned, installed,
+                                   actualCommit, finished — or service, error, failedStep, finished
+    NS:res:<id>:done       list    "ok" or "error", pushed with the response; the requester BLPOPs
+
+The routing stages keep their shared state beside their input list ``IN``, so it takes the input's
+hash tag and sits in the slot of the queues it is changed atomically with (each can be renamed by a
+setting)::
+
+    IN:mbalance:cursor       string  mbalance's round-robin cursor: the output tried first on a tie
+    IN:mdedupe:seen:<xid>    string  mdedupe's seen marker, PX window: the xid passed recently
+    IN:mthrottle:bucket      hash    mthrottle's token bucket {tokens, ts}; expires once full
 """
 
 from __future__ import annotations
@@ -53,10 +74,12 @@ from mpush.errors import ConfigError
 __all__ = [
     "ConsumerKeys",
     "MessageKeys",
+    "NdeployKeys",
     "ServiceKeys",
     "check_same_slot",
     "hash_tag",
     "key_slot",
+    "stage_key",
 ]
 
 
@@ -204,3 +227,46 @@ def _with_tag(key: str, tag: str) -> str:
         return key.replace("{" + current + "}", "{" + tag + "}", 1)
     head, sep, tail = key.partition(":")
     return f"{{{tag}}}:{tail}" if sep and head == tag else f"{{{tag}}}:{key}"
+
+
+@dataclass(frozen=True)
+class NdeployKeys:
+    """ndeploy's request queue, claims and responses under one namespace."""
+
+    namespace: str
+
+    @property
+    def queue(self) -> str:
+        return f"{self.namespace}:req"
+
+    @property
+    def counter(self) -> str:
+        return f"{self.namespace}:req:id"
+
+    def request(self, request_id: int | str) -> str:
+        return f"{self.namespace}:req:{request_id}"
+
+    @property
+    def malformed(self) -> str:
+        return f"{self.namespace}:req:malformed"
+
+    @property
+    def holders(self) -> str:
+        return f"{self.namespace}:inflight"
+
+    def inflight(self, instance_id: int | str) -> str:
+        return f"{self.namespace}:inflight:{instance_id}"
+
+    def response(self, request_id: int | str) -> str:
+        return f"{self.namespace}:res:{request_id}"
+
+    def done(self, request_id: int | str) -> str:
+        return f"{self.namespace}:res:{request_id}:done"
+
+
+def stage_key(source: str, service: str, name: str) -> str:
+    """The default key of a stage's shared state: ``<source>:<service>:<name>``.
+
+    Built on the input list's name so it carries the same hash tag (the same Cluster slot).
+    """
+    return f"{source}:{service}:{name}"

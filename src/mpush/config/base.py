@@ -1,4 +1,4 @@
-"""Typed settings, read once at the entry point.
+"""The settings every service shares, and how settings are loaded.
 
 Load order, lowest to highest priority: defaults < config file (TOML or JSON, named by ``--config``
 or ``MPUSH_CONFIG``) < ``MPUSH_*`` environment variables < command-line flags. Keys are snake_case;
@@ -53,6 +53,8 @@ class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="forbid", validate_default=True, frozen=True)
 
     cli_names: ClassVar[dict[str, str]] = {}
+    # The table of a shared config file that holds this service's own keys (see select_section).
+    section: ClassVar[str] = ""
 
     config: Path | None = Field(
         None, description="Config file (TOML or JSON) read before env/flags."
@@ -173,9 +175,13 @@ class MoverSettings(TrackingSettings):
 class MpushSettings(MoverSettings):
     """mpush: fan each message out to every out list."""
 
+    section: ClassVar[str] = "mpush"
+
 
 class LpushSettings(MoverSettings):
     """lpush: move each message to one out list."""
+
+    section: ClassVar[str] = "lpush"
 
     @model_validator(mode="after")
     def _one_out(self) -> LpushSettings:
@@ -304,7 +310,37 @@ class _FileSource(PydanticBaseSettingsSource):
         path = self._init().get("config") or os.environ.get(f"{ENV_PREFIX}CONFIG")
         if not path:
             return {}
-        return normalise_keys(read_config_file(Path(path)), set(self.settings_cls.model_fields))
+        return select_section(read_config_file(Path(path)), self.settings_cls)
+
+
+def select_section(data: Mapping[str, Any], cls: type[BaseSettings]) -> dict[str, Any]:
+    """One service's view of a config file: the top-level keys, overlaid with its own table.
+
+    A file may hold a table per service (``[mdedupe]``, ``[mbalance]``, …) beside the keys they
+    share, so one file configures a whole pipeline of stages: each service reads the shared keys
+    and its own table, and ignores the tables of the other services.
+    """
+    fields = set(cls.model_fields)
+    sections = {sub.section for sub in _settings_classes() if sub.section}
+    shared = {k: v for k, v in data.items() if not (k in sections and isinstance(v, dict))}
+    result = normalise_keys(shared, fields)
+    own = getattr(cls, "section", "")
+    if own and own in data:
+        table = data[own]
+        if not isinstance(table, dict):
+            raise ConfigError(own, "must be a table of settings for the service")
+        result.update(normalise_keys(table, fields))
+    return result
+
+
+def _settings_classes() -> list[type[CommonSettings]]:
+    found: list[type[CommonSettings]] = []
+    stack: list[type[CommonSettings]] = [CommonSettings]
+    while stack:
+        cls = stack.pop()
+        found.append(cls)
+        stack.extend(cls.__subclasses__())
+    return found
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

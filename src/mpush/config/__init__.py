@@ -1,0 +1,58 @@
+"""Typed settings, read once at the entry point.
+
+Load order, lowest to highest priority: defaults < config file (TOML or JSON, named by ``--config``
+or ``MPUSH_CONFIG``) < ``MPUSH_*`` environment variables < command-line flags. Keys are snake_case;
+the original project's camelCase prop names (``popTimeout``, ``serviceNamespace``, ``in``, …) are
+accepted in the file. Unknown keys and bad values raise ConfigError naming the key.
+
+``base`` holds what every service shares and the loader; each family of services has its module.
+All of them are imported here, so that an ``MPUSH_*`` variable is checked against every setting.
+"""
+
+from mpush.config.base import (
+    ENV_PREFIX,
+    CommonSettings,
+    LpushSettings,
+    MonitorSettings,
+    MoverSettings,
+    MpushSettings,
+    StatusSettings,
+    TrackingSettings,
+    load_settings,
+)
+from mpush.config.ndeploy import (
+    NdeployListSettings,
+    NdeployPopSettings,
+    NdeployRequestSettings,
+    NdeployRollbackSettings,
+    NdeployServeSettings,
+    NdeploySettings,
+)
+from mpush.config.routing import (
+    MbalanceSettings,
+    MdedupeSettings,
+    MthrottleSettings,
+    RoutingSettings,
+)
+
+__all__ = [
+    "ENV_PREFIX",
+    "CommonSettings",
+    "LpushSettings",
+    "MbalanceSettings",
+    "MdedupeSettings",
+    "MonitorSettings",
+    "MoverSettings",
+    "MpushSettings",
+    "MthrottleSettings",
+    "NdeployListSettings",
+    "NdeployPopSettings",
+    "NdeployRequestSettings",
+    "NdeployRollbackSettings",
+    "NdeployServeSettings",
+    "NdeploySettings",
+    "RoutingSettings",
+    "StatusSettings",
+    "TrackingSettings",
+    "load_settings",
+]
