@@ -271,6 +271,14 @@ def test_no_message_tracking_keeps_the_namespace_for_registry_only(
     assert not redis_env.client.exists(MessageKeys(ns).counter)
 
 
+def test_a_tracking_key_of_another_type_is_a_clear_config_error(redis_env: RedisEnv) -> None:
+    redis_env.client.set(MK.xids, "not a hash")
+    result = run_cli(*mover_args(redis_env))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"{MK.xids!r} holds a Redis string, not a hash" in result.stderr
+
+
 def test_status_shows_tracking_and_the_histogram(redis_env: RedisEnv, spawn: Spawner) -> None:
     start_mover(spawn, redis_env, "--message-timeout", "5")
     redis_env.client.lpush(IN, *[f"s{i}" for i in range(10)])

@@ -116,7 +116,10 @@ class TrackingSettings(CommonSettings):
         10.0, gt=0, description="Seconds a consumer has to report a message done."
     )
     message_expire: int = Field(
-        3600, ge=1, description="Seconds a message's tracking record lives."
+        3600,
+        ge=1,
+        description="Seconds an unfinished message stays tracked (retry off), and a finished "
+        "message's record is kept.",
     )
     message_capacity: int = Field(
         100_000, ge=1, description="Most messages tracked at once; more move untracked."

@@ -37,7 +37,7 @@ for _, report in ipairs(reports) do
       end
       stamp, timeout = b[1], b[2]
     end
-    local response = math.max(now / 1000 - tonumber(stamp), 0)
+    local response = math.max(now / 1000 - (tonumber(stamp) or now / 1000), 0)
     timeout = tonumber(timeout) or 0
     local bucket = 'histo100'
     if timeout > 0 and response < timeout then

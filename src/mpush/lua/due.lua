@@ -57,7 +57,8 @@ local function batch_due(member)
     end
   end
   if left > 0 then
-    local expiry = math.floor(1000 * (tonumber(b.timestamp) + tonumber(b.expire))) - 1000
+    local expiry = math.floor(1000 * ((tonumber(b.timestamp) or 0) + (tonumber(b.expire) or 0)))
+    expiry = expiry - 1000
     redis.call('HSET', bkey, 'state', 'late')
     redis.call('ZADD', KEYS[1], math.max(expiry, now), member)
   else
@@ -87,7 +88,7 @@ local function redeliver(m, fields)
       return
     end
   end
-  local timeout_ms = math.floor(tonumber(fields.timeout) * 1000)
+  local timeout_ms = math.floor((tonumber(fields.timeout) or 10) * 1000)
   local mkey = prefix .. m.id
   redis.call('HINCRBY', mkey, 'deliveries', 1)
   redis.call('HSET', mkey, 'state', 'inflight', 'deadline', seconds(now + timeout_ms))
@@ -112,18 +113,19 @@ local function message_due(id)
       reason, kind = 'failed: ' .. fields.error, 'failed'
     end
     counts[kind] = counts[kind] + 1
-    local max = tonumber(fields.max_deliveries or '0')
-    local deliveries = tonumber(fields.deliveries or '1')
+    local max = tonumber(fields.max_deliveries) or 0
+    local deliveries = tonumber(fields.deliveries) or 1
     if max > 0 and deliveries < max then
-      local delay = tonumber(fields.backoff or '0') * 2 ^ (deliveries - 1)
-      delay = math.floor(1000 * math.min(delay, tonumber(fields.backoff_max or '0')))
+      local delay = (tonumber(fields.backoff) or 0) * 2 ^ (deliveries - 1)
+      delay = math.floor(1000 * math.min(delay, tonumber(fields.backoff_max) or 0))
       redis.call('HSET', mkey, 'state', 'retry', 'last_error', reason)
       redis.call('HDEL', mkey, 'error')
       redis.call('ZADD', KEYS[1], now + delay, id)
     elseif max > 0 or fields.error then
       bury(m, fields, kind, reason)
     else -- retry off: counted; kept until done or message_expire
-      local expiry = math.floor(1000 * (tonumber(fields.timestamp) + tonumber(fields.expire)))
+      local stamp, expire = tonumber(fields.timestamp) or 0, tonumber(fields.expire) or 0
+      local expiry = math.floor(1000 * (stamp + expire))
       redis.call('HSET', mkey, 'state', 'late')
       redis.call('ZADD', KEYS[1], math.max(expiry - 1000, now), id)
     end

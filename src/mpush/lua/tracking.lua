@@ -152,7 +152,8 @@ local function own(prefix, m, body, b)
   local bkey = prefix .. 'batch:' .. m.first
   b = b or batch_fields(prefix, m.first)
   if not body and b.max_deliveries then
-    body = cmsgpack.unpack(redis.call('HGET', bkey, 'bodies'))[tonumber(m.id) - tonumber(m.first) + 1]
+    local bodies = cmsgpack.unpack(redis.call('HGET', bkey, 'bodies'))
+    body = bodies[tonumber(m.id) - tonumber(m.first) + 1]
   end
   local mkey = prefix .. m.id
   redis.call('HSET', mkey, 'timestamp', b.timestamp, 'deadline', b.deadline,
@@ -170,7 +171,8 @@ local function own(prefix, m, body, b)
   return mkey
 end
 
--- Stop tracking message `m`: its xid mapping, its place on the due set, and its batch (or, for a message with its own hash: state set, body dropped, EXPIRE set).
+-- Stop tracking message `m`: its xid mapping, its place on the due set, and its batch (or, for
+-- a message with its own hash: state set, body dropped, EXPIRE set).
 local function finish(prefix, m, state)
   if redis.call('HGET', prefix .. 'xids', m.xid) == m.id then
     redis.call('HDEL', prefix .. 'xids', m.xid)

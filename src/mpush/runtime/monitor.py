@@ -24,7 +24,7 @@ from mpush.keys import MessageKeys, check_same_slot
 from mpush.runtime.runner import Context
 from mpush.runtime.shutdown import Shutdown
 from mpush.runtime.stage import run_stage, wait_for_input
-from mpush.runtime.tracking import tracking_script
+from mpush.runtime.tracking import check_key_types, tracking_script
 
 __all__ = ["Monitor", "MonitorService", "MonitorStep"]
 
@@ -112,6 +112,7 @@ class MonitorService:
     async def prepare(self, redis: AnyRedis, target: RedisTarget) -> None:
         if target.cluster:
             check_same_slot(self.keys.fixed, what="the tracking monitor")
+        await check_key_types(redis, self.keys)
 
     async def run(self, ctx: Context) -> None:
         monitor = Monitor(

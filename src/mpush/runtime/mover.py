@@ -141,6 +141,8 @@ class MoverService:
             kind = kind.decode() if isinstance(kind, bytes) else str(kind)
             if kind not in ("none", "list"):
                 raise ConfigError(setting, f"{key!r} holds a Redis {kind}, not a list")
+        if self.options.tracking is not None:
+            await self.options.tracking.check_types(redis)
 
     async def run(self, ctx: Context) -> None:
         mover = Mover(ctx.redis, self.options, ctx.metrics, ctx.outage)

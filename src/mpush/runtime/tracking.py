@@ -30,11 +30,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from mpush.config import TrackingSettings
-from mpush.connection import load_lua
+from mpush.connection import AnyRedis, load_lua
 from mpush.errors import ConfigError
 from mpush.keys import MessageKeys, check_same_slot
 
-__all__ = ["Tracking", "TrackingPolicy", "message_xid", "tracking_script"]
+__all__ = ["Tracking", "TrackingPolicy", "check_key_types", "message_xid", "tracking_script"]
 
 _DIGITS = re.compile(rb"[0-9]+")
 _JSON_START = re.compile(rb"[ \t\n\v\f\r]*\{")
@@ -91,6 +91,10 @@ class Tracking:
                 "--no-message-tracking to use the namespace for registry and metrics only)",
             ) from None
 
+    async def check_types(self, redis: AnyRedis) -> None:
+        """ConfigError when a tracking key holds another Redis type than tracking writes."""
+        await check_key_types(redis, self.keys)
+
     def move_keys(self, source: str, targets: Sequence[str]) -> list[str]:
         keys = self.keys
         return [source, keys.counter, keys.xids, keys.batches, keys.due, *targets]
@@ -113,6 +117,27 @@ class Tracking:
             repr(p.backoff_max),
             json.dumps(list(targets)),
         ]
+
+
+async def check_key_types(redis: AnyRedis, keys: MessageKeys) -> None:
+    """ConfigError naming the first tracking key that holds a type tracking does not write."""
+    expected = {
+        keys.counter: "string",
+        keys.xids: "hash",
+        keys.batches: "zset",
+        keys.due: "zset",
+        keys.done: "list",
+        keys.dead: "list",
+    }
+    for key, kind in expected.items():
+        found = await redis.type(key)
+        found = found.decode() if isinstance(found, bytes) else str(found)
+        if found not in ("none", kind):
+            raise ConfigError(
+                "service_namespace",
+                f"{key!r} holds a Redis {found}, not a {kind}: "
+                "another application uses this namespace",
+            )
 
 
 def tracking_script(name: str) -> str:
