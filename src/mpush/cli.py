@@ -29,6 +29,7 @@ from mpush.config import (
     LpushSettings,
     MbalanceSettings,
     MdedupeSettings,
+    MonitorSettings,
     MpushSettings,
     MthrottleSettings,
     NdeployListSettings,
@@ -43,6 +44,7 @@ from mpush.connection import connect, parse_redis_url
 from mpush.deploy import commands as ndeploy_commands
 from mpush.errors import ConfigError, MpushError
 from mpush.logs import configure_logging
+from mpush.runtime.monitor import MonitorService
 from mpush.runtime.runner import Service, run_service
 from mpush.services import lpush, mbalance, mdedupe, mpush, mthrottle, ndeploy
 
@@ -103,9 +105,18 @@ def _cli_type(field: FieldInfo) -> tuple[Any, str | None]:
     return Optional[str], metavar  # noqa: UP045
 
 
+def _declared_depth(cls: type[CommonSettings], name: str) -> int:
+    """How far from CommonSettings the class declaring setting ``name`` is (sort is stable)."""
+    for klass in cls.__mro__:
+        if name in getattr(klass, "__annotations__", {}):
+            return len(klass.__mro__)
+    return 0
+
+
 def _options(cls: type[CommonSettings], arguments: Sequence[str] = ()) -> list[inspect.Parameter]:
     params = []
     own = [name for name in cls.model_fields if name not in CommonSettings.model_fields]
+    own.sort(key=lambda name: _declared_depth(cls, name), reverse=True)  # the service's own first
     for name in [
         *arguments,
         *[n for n in [*own, *CommonSettings.model_fields] if n not in arguments],
@@ -197,6 +208,7 @@ def _run_action(
 
 service_command("mpush", MpushSettings, mpush.create)
 service_command("lpush", LpushSettings, lpush.create)
+service_command("monitor", MonitorSettings, MonitorService)
 service_command("mbalance", MbalanceSettings, mbalance.create)
 service_command("mdedupe", MdedupeSettings, mdedupe.create)
 service_command("mthrottle", MthrottleSettings, mthrottle.create)

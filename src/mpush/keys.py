@@ -12,6 +12,30 @@ Everything else lives under a *service namespace* ``NS`` (for example ``demo:mpu
     NS:service:ids         list    instance ids, newest first, trimmed to service_capacity entries
     NS:metrics:<name>      hash    count, sum, max, histo0 … histo100 and plain counters
 
+Message tracking (``MessageKeys``, on the Redis of the queues; docs/tracking.md)::
+
+    NS:message:id            string  INCR counter handing out message ids
+    NS:message:xids          hash    xid → id of every unfinished tracked message; tracking
+                                     pauses (counted) while it holds message_capacity entries
+    NS:message:batch:<first> hash    what one atomic move registered for its messages first …
+                                     first+count-1: count, pending, timestamp, deadline, timeout,
+                                     expire, service, xids; with retry on also outs, bodies,
+                                     max_deliveries, backoff, backoff_max
+    NS:message:batches       zset    the first id of every live batch registration
+    NS:message:<id>          hash    a message with a history of its own (timed out with retry
+                                     on, failed, redelivered, dead): timestamp, deadline, xid,
+                                     service, deliveries, state, …; EXPIRE once finished
+    NS:message:due           zset    batch:<first> or <id> → when the monitor looks at it next (ms)
+    NS:message:done          list    ids or xids pushed by consumers when they finish a message
+    NS:message:dead          list    dead letters: JSON {id, xid, deliveries, reason, body, …}
+
+A consumer of a queue (``ConsumerKeys``, ``mpush.client``) keeps, under the queue's hash tag (the
+queue's own, or the whole queue name as one: ``{jobs}`` for ``jobs``)::
+
+    Q:consumers              zset    consumer id → end of its lease (ms, Redis TIME)
+    Q:inflight:<consumer>    list    the messages that consumer has claimed and not finished
+    Q:failed                 list    messages that failed, when the queue is not tracked
+
 On Redis Cluster every key of one atomic operation must hash to one slot. A namespace with a hash
 tag, such as ``{demo}:mpush``, keeps all of a namespace's keys on one node; queue names take the
 same tag (``{demo}:in``, ``{demo}:out0``).
@@ -47,7 +71,16 @@ from redis.crc import key_slot as _key_slot
 
 from mpush.errors import ConfigError
 
-__all__ = ["NdeployKeys", "ServiceKeys", "check_same_slot", "hash_tag", "key_slot", "stage_key"]
+__all__ = [
+    "ConsumerKeys",
+    "MessageKeys",
+    "NdeployKeys",
+    "ServiceKeys",
+    "check_same_slot",
+    "hash_tag",
+    "key_slot",
+    "stage_key",
+]
 
 
 @dataclass(frozen=True)
@@ -73,6 +106,88 @@ class ServiceKeys:
     @property
     def metrics_pattern(self) -> str:
         return f"{self.namespace}:metrics:*"
+
+
+@dataclass(frozen=True)
+class MessageKeys:
+    """Keys of message tracking under one namespace."""
+
+    namespace: str
+
+    @property
+    def prefix(self) -> str:
+        """What ``<id>`` and ``xid:<xid>`` are appended to (inside the Lua scripts)."""
+        return f"{self.namespace}:message:"
+
+    @property
+    def counter(self) -> str:
+        return f"{self.prefix}id"
+
+    @property
+    def xids(self) -> str:
+        return f"{self.prefix}xids"
+
+    @property
+    def batches(self) -> str:
+        return f"{self.prefix}batches"
+
+    @property
+    def due(self) -> str:
+        return f"{self.prefix}due"
+
+    @property
+    def done(self) -> str:
+        return f"{self.prefix}done"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.prefix}dead"
+
+    def message(self, message_id: int | str) -> str:
+        return f"{self.prefix}{message_id}"
+
+    def batch(self, first: int | str) -> str:
+        return f"{self.prefix}batch:{first}"
+
+    def metrics(self, name: str) -> str:
+        return f"{self.namespace}:metrics:{name}"
+
+    @property
+    def fixed(self) -> tuple[str, ...]:
+        """The keys the tracking scripts name (for the Cluster slot check)."""
+        metrics = ("done", "timeout", "failed", "retry", "dead")
+        return (
+            self.counter,
+            self.xids,
+            self.batches,
+            self.due,
+            self.done,
+            self.dead,
+            *(self.metrics(name) for name in metrics),
+        )
+
+
+@dataclass(frozen=True)
+class ConsumerKeys:
+    """Keys of the reliable consumers of one queue; all in the queue's hash slot."""
+
+    queue: str
+
+    @property
+    def base(self) -> str:
+        """The queue's name if it has a hash tag, else the whole name as the tag."""
+        return self.queue if hash_tag(self.queue) is not None else "{" + self.queue + "}"
+
+    @property
+    def consumers(self) -> str:
+        return f"{self.base}:consumers"
+
+    def inflight(self, consumer: str) -> str:
+        return f"{self.base}:inflight:{consumer}"
+
+    @property
+    def failed(self) -> str:
+        return f"{self.base}:failed"
 
 
 def key_slot(key: str) -> int:

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from mpush.connection import AnyRedis
 from mpush.keys import ServiceKeys
+from mpush.status_tracking import TrackingFigures, collect_tracking, render_tracking
 
 __all__ = [
     "Instance",
@@ -52,6 +53,7 @@ class StatusReport:
     stale_ids: list[str]
     queues: dict[str, int]
     metrics: dict[str, dict[str, float]]
+    tracking: TrackingFigures | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,7 +115,10 @@ async def collect(
         key = _text(raw_key)
         values = {_text(k): _number(_text(v)) for k, v in (await redis.hgetall(key)).items()}
         metrics[key.removeprefix(prefix)] = {k: v for k, v in values.items() if v is not None}
-    return StatusReport(namespace, now, instances, stale, queues, dict(sorted(metrics.items())))
+    tracking = await collect_tracking(redis, namespace)
+    return StatusReport(
+        namespace, now, instances, stale, queues, dict(sorted(metrics.items())), tracking
+    )
 
 
 def _seconds(value: float | None) -> str:
@@ -158,7 +163,7 @@ def render_table(report: StatusReport, console: Console) -> None:
             metrics.add_column(column, justify="left" if column in ("metric", "other") else "right")
         for name, values in report.metrics.items():
             count = values.get("count", 0.0)
-            total = values.get("sum", 0.0)
+            total = values.get("sum")
             other = ", ".join(
                 f"{k}={v:g}"
                 for k, v in values.items()
@@ -167,12 +172,14 @@ def render_table(report: StatusReport, console: Console) -> None:
             metrics.add_row(
                 name,
                 f"{count:g}",
-                f"{total:g}",
-                f"{total / count:.3g}" if count else "-",
+                "-" if total is None else f"{total:g}",
+                f"{total / count:.3g}" if count and total is not None else "-",
                 f"{values['max']:g}" if "max" in values else "-",
                 other,
             )
         console.print(metrics)
+    if report.tracking is not None:
+        render_tracking(report.tracking, report.metrics, console)
     if report.stale_ids:
         console.print(f"[yellow]stale ids on the registry list:[/] {', '.join(report.stale_ids)}")
 
@@ -199,6 +206,15 @@ def render_prometheus(report: StatusReport) -> str:
     ]
     for queue, length in report.queues.items():
         lines.append(f'mpush_queue_length{{namespace="{ns}",queue="{_escape(queue)}"}} {length}')
+    if report.tracking is not None:
+        lines += [
+            "# HELP mpush_messages_in_flight Tracked messages not finished yet.",
+            "# TYPE mpush_messages_in_flight gauge",
+            f'mpush_messages_in_flight{{namespace="{ns}"}} {report.tracking.in_flight}',
+            "# HELP mpush_dead_letters Entries on the dead-letter list.",
+            "# TYPE mpush_dead_letters gauge",
+            f'mpush_dead_letters{{namespace="{ns}"}} {report.tracking.dead_letters}',
+        ]
     for name, values in report.metrics.items():
         metric = "mpush_" + "".join(c if c.isalnum() else "_" for c in name)
         labels = f'namespace="{ns}"'

@@ -13,9 +13,11 @@ from mpush.config.base import (
     ENV_PREFIX,
     CommonSettings,
     LpushSettings,
+    MonitorSettings,
     MoverSettings,
     MpushSettings,
     StatusSettings,
+    TrackingSettings,
     load_settings,
 )
 from mpush.config.ndeploy import (
@@ -39,6 +41,7 @@ __all__ = [
     "LpushSettings",
     "MbalanceSettings",
     "MdedupeSettings",
+    "MonitorSettings",
     "MoverSettings",
     "MpushSettings",
     "MthrottleSettings",
@@ -50,5 +53,6 @@ __all__ = [
     "NdeploySettings",
     "RoutingSettings",
     "StatusSettings",
+    "TrackingSettings",
     "load_settings",
 ]

@@ -27,9 +27,11 @@ __all__ = [
     "ENV_PREFIX",
     "CommonSettings",
     "LpushSettings",
+    "MonitorSettings",
     "MoverSettings",
     "MpushSettings",
     "StatusSettings",
+    "TrackingSettings",
     "load_settings",
 ]
 
@@ -104,7 +106,54 @@ class CommonSettings(BaseSettings):
         return (init_settings, _EnvSource(settings_cls), _FileSource(settings_cls, init_settings))
 
 
-class MoverSettings(CommonSettings):
+class TrackingSettings(CommonSettings):
+    """Message tracking (docs/tracking.md): on when a service_namespace is set."""
+
+    message_tracking: bool = Field(
+        True, description="Track each message moved (needs service_namespace)."
+    )
+    message_timeout: float = Field(
+        10.0, gt=0, description="Seconds a consumer has to report a message done."
+    )
+    message_expire: int = Field(
+        3600,
+        ge=1,
+        description="Seconds an unfinished message stays tracked (retry off), and a finished "
+        "message's record is kept.",
+    )
+    message_capacity: int = Field(
+        100_000, ge=1, description="Most messages tracked at once; more move untracked."
+    )
+    max_deliveries: int = Field(
+        0, ge=0, description="Deliveries before a timed-out message is dead-lettered (0: no retry)."
+    )
+    retry_backoff: float = Field(
+        1.0, ge=0, description="Seconds before the first redelivery; doubles each time."
+    )
+    retry_backoff_max: float = Field(60.0, ge=0, description="Cap of the redelivery backoff.")
+
+    @model_validator(mode="after")
+    def _expire_covers_deliveries(self) -> TrackingSettings:
+        if self.message_expire <= self.message_timeout:
+            raise ValueError(
+                f"message_expire: {self.message_expire}s must be longer than "
+                f"message_timeout ({self.message_timeout:g}s)"
+            )
+        needed = self.max_deliveries * (self.message_timeout + self.retry_backoff_max)
+        if self.message_expire <= needed:
+            raise ValueError(
+                f"message_expire: {self.message_expire}s must outlast every delivery "
+                f"(max_deliveries × (message_timeout + retry_backoff_max) = {needed:g}s)"
+            )
+        return self
+
+    @property
+    def tracking(self) -> bool:
+        """True when messages are tracked: a namespace is set and tracking is not turned off."""
+        return bool(self.service_namespace) and self.message_tracking
+
+
+class MoverSettings(TrackingSettings):
     """The atomic move engine: from one list to one or more lists of the same Redis."""
 
     cli_names: ClassVar[dict[str, str]] = {"input": "in"}
@@ -146,6 +195,18 @@ class LpushSettings(MoverSettings):
 
 class StatusSettings(CommonSettings):
     """``mpush status``: read-only view of a namespace."""
+
+
+class MonitorSettings(CommonSettings):
+    """monitor: response times, timeouts, redelivery and dead letters of tracked messages."""
+
+    batch: int = Field(1000, ge=1, le=5000, description="Most messages handled by one step.")
+
+    @model_validator(mode="after")
+    def _namespace_given(self) -> MonitorSettings:
+        if not self.service_namespace:
+            raise ValueError("service_namespace: required, e.g. --service-namespace {demo}:mpush")
+        return self
 
 
 S = TypeVar("S", bound=CommonSettings)
