@@ -20,8 +20,8 @@ redis:
 	@scripts/ensure-redis
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -36,7 +36,7 @@ demo: setup
 	$(BIN)/mpush demo
 
 bench: setup
-	$(BIN)/python bench/mpush.py
+	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .tmp .demo

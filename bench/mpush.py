@@ -5,7 +5,8 @@ Drains a backlog of N messages (default 200,000, 100 bytes each) to 2 output lis
       LPUSH per output and an LREM from pending, one message at a time (measured on a sample);
   (b) the in-Redis limit: a bare Lua script moving batches of 1,000 (one RPOP count, one
       multi-value LPUSH per output), called in a loop with no service around it;
-  (c) mpush itself, a real `mpush mpush` process.
+  (c) mpush itself, a real `mpush mpush` process (registry and metrics, no message tracking);
+  (d) the same with message tracking on (docs/tracking.md).
 Then the latency of a lone message through an idle mpush (LPUSH → BRPOP on an output).
 Prints msgs/s for each and the ratios. Uses a private redis-server on a free port.
 
@@ -83,26 +84,14 @@ async def bare_lua(r: Redis, count: int) -> float:
     return count / elapsed
 
 
-def start_mpush(url: str, log: Path) -> subprocess.Popen[bytes]:
-    args = [
-        sys.executable,
-        "-m",
-        "mpush",
-        "mpush",
-        "--redis",
-        url,
-        "--in",
-        IN,
-        "--out",
-        OUTS[0],
-        "--out",
-        OUTS[1],
-        "--service-namespace",
-        NS,
-        "--log-level",
-        "WARNING",
-    ]
-    return subprocess.Popen(args, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+def start_mpush(url: str, log: Path, *, tracked: bool) -> subprocess.Popen[bytes]:
+    args = f"mpush --in {IN} --out {OUTS[0]} --out {OUTS[1]} --service-namespace {NS}".split()
+    args += ["--log-level", "WARNING", "--redis", url]
+    if not tracked:
+        args.append("--no-message-tracking")
+    return subprocess.Popen(
+        [sys.executable, "-m", "mpush", *args], stdout=log.open("wb"), stderr=subprocess.STDOUT
+    )
 
 
 async def wait_for(condition: Callable[[], Awaitable[object]], within: float = 30.0) -> None:
@@ -114,10 +103,12 @@ async def wait_for(condition: Callable[[], Awaitable[object]], within: float = 3
     raise TimeoutError("benchmark condition not met")
 
 
-async def service(r: Redis, url: str, count: int, log: Path) -> tuple[float, list[float]]:
+async def service(
+    r: Redis, url: str, count: int, log: Path, *, tracked: bool
+) -> tuple[float, list[float]]:
     await reset(r)
     await fill(r, BACKLOG, count)
-    proc = start_mpush(url, log)
+    proc = start_mpush(url, log, tracked=tracked)
     try:
         await wait_for(lambda: r.exists(f"{NS}:service:1"))
         began = time.perf_counter()
@@ -160,7 +151,9 @@ async def main() -> None:
         try:
             orig = await original(r, opts.sample)
             limit = await bare_lua(r, opts.messages)
-            ours, lat = await service(r, server.url, opts.messages, Path(tmp) / "mpush.log")
+            log = Path(tmp) / "mpush.log"
+            ours, lat = await service(r, server.url, opts.messages, log, tracked=False)
+            tracked, _ = await service(r, server.url, opts.messages, log, tracked=True)
         finally:
             await r.aclose()
             server.stop()
@@ -169,8 +162,10 @@ async def main() -> None:
     print(f"(a) original algorithm (sample {opts.sample:,}) {orig:12,.0f} msgs/s")
     print(f"(b) in-Redis limit, bare Lua batches of 1000  {limit:12,.0f} msgs/s")
     print(f"(c) mpush service                             {ours:12,.0f} msgs/s")
+    print(f"(d) mpush service, message tracking on        {tracked:12,.0f} msgs/s")
     print(f"mpush / in-Redis limit   {ours / limit:6.2f}   (target >= 0.50)")
     print(f"mpush / original         {ours / orig:6.1f}x")
+    print(f"tracked / untracked      {tracked / ours:6.2f}   (target >= 0.30)")
     print(
         f"lone message latency through idle mpush: p50 {p50:.2f} ms, p99 {p99:.2f} ms "
         f"(target p50 <= 2 ms; includes the BRPOP consumer's wake-up)"
