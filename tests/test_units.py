@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given
@@ -102,3 +104,38 @@ def test_redis_urls() -> None:
     with pytest.raises(ConfigError, match="scheme"):
         parse_redis_url("http://h")
     assert describe_url("redis://u:secret@h:1/0") == "redis://u:***@h:1/0"
+
+
+def test_outage_logged_once_per_episode_even_when_flapping(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from mpush.backoff import Outage
+
+    clock = [100.0]
+    outage = Outage("redis", logging.getLogger("t"), settle=1.0)
+    with caplog.at_level(logging.WARNING), _fake_clock(clock):
+        outage.failed(ConnectionError("down"))
+        outage.failed(ConnectionError("down"))
+        clock[0] = 105.0
+        assert outage.recovered() is None  # working, not yet settled
+        clock[0] = 105.2
+        outage.failed(ConnectionError("flap"))  # the same episode
+        clock[0] = 106.0
+        outage.recovered()
+        clock[0] = 107.5
+        assert outage.recovered() == pytest.approx(6.0)
+        assert not outage.active
+        outage.recovered()
+    messages = [record.getMessage() for record in caplog.records]
+    assert sum("unavailable" in m for m in messages) == 1
+    assert sum("back after 6.0s (3 failed attempts)" in m for m in messages) == 1
+
+
+@contextlib.contextmanager
+def _fake_clock(clock: list[float]) -> Iterator[None]:
+    from unittest import mock
+
+    with mock.patch("mpush.backoff.time.monotonic", side_effect=lambda: clock[0]):
+        yield

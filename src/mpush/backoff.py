@@ -33,13 +33,17 @@ class Outage:
     """One Redis connection's outages, logged once at the start and once at the end.
 
     Shared by every loop that uses the connection, so an episode is one warning however many loops
-    notice it. Each loop keeps its own Backoff for its delays.
+    notice it. Each loop keeps its own Backoff for its delays. An episode ends only once the
+    connection has worked for ``settle`` seconds without a failure: a server that flaps while it
+    comes back (a rejoining Cluster node) is one episode, not several.
     """
 
     what: str
     log: logging.Logger
+    settle: float = 1.0
     since: float | None = None
     failures: int = 0
+    working_since: float | None = None
 
     @property
     def active(self) -> bool:
@@ -48,22 +52,30 @@ class Outage:
     def failed(self, exc: BaseException) -> None:
         """Record a failed attempt; the first of an episode is logged."""
         self.failures += 1
+        self.working_since = None
         if self.since is None:
             self.since = time.monotonic()
             self.log.warning(
                 "%s unavailable (%s); retrying with backoff", self.what, _describe(exc)
             )
 
-    def recovered(self) -> float | None:
-        """Record a success; return the episode's duration if one just ended (and log it)."""
+    def recovered(self, *, settled: bool = False) -> float | None:
+        """Record a success. Once the connection has worked for ``settle`` seconds (or at once
+        with ``settled``), end the episode, log it and return its duration; else None."""
         if self.since is None:
             return None
-        duration = time.monotonic() - self.since
+        now = time.monotonic()
+        if self.working_since is None:
+            self.working_since = now
+        if not settled and now - self.working_since < self.settle:
+            return None
+        duration = self.working_since - self.since
         self.log.warning(
             "%s back after %.1fs (%d failed attempts)", self.what, duration, self.failures
         )
         self.since = None
         self.failures = 0
+        self.working_since = None
         return duration
 
 

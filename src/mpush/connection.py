@@ -152,7 +152,7 @@ async def wait_until_reachable(
                 ) from exc
             await asyncio.sleep(delay)
         else:
-            outage.recovered()
+            outage.recovered(settled=True)
             return
 
 
