@@ -26,16 +26,21 @@ from rich.console import Console
 from mpush import __version__
 from mpush.config import (
     CommonSettings,
+    DispatchSettings,
+    GatewaySettings,
+    HandlerSettings,
     LpushSettings,
     MpushSettings,
+    RouterSettings,
     StatusSettings,
     load_settings,
 )
 from mpush.connection import connect, parse_redis_url
 from mpush.errors import ConfigError, MpushError
+from mpush.http import handler
 from mpush.logs import configure_logging
 from mpush.runtime.runner import Service, run_service
-from mpush.services import lpush, mpush
+from mpush.services import hgateway, hrouter, lpush, mdispatch, mpush
 
 __all__ = ["app", "main"]
 
@@ -144,6 +149,10 @@ def _run_service(
 
 service_command("mpush", MpushSettings, mpush.create)
 service_command("lpush", LpushSettings, lpush.create)
+service_command("hgateway", GatewaySettings, hgateway.create)
+service_command("hrouter", RouterSettings, hrouter.create)
+service_command("mdispatch", DispatchSettings, mdispatch.create)
+service_command("handler", HandlerSettings, handler.create)
 
 
 @app.command()

@@ -26,11 +26,16 @@ from mpush.errors import ConfigError
 __all__ = [
     "ENV_PREFIX",
     "CommonSettings",
+    "DispatchSettings",
+    "GatewaySettings",
+    "HandlerSettings",
     "LpushSettings",
     "MoverSettings",
     "MpushSettings",
+    "RouterSettings",
     "StatusSettings",
     "load_settings",
+    "overlay",
 ]
 
 ENV_PREFIX = "MPUSH_"
@@ -280,3 +285,121 @@ def normalise_keys(data: Mapping[str, Any], fields: set[str]) -> dict[str, Any]:
             continue
         result[name] = [value] if name == "out" and isinstance(value, str) else value
     return result
+
+
+def overlay(settings: S, values: Mapping[str, Any], *, origin: str) -> S:
+    """``settings`` with ``values`` (e.g. from a Redis hash) filling the fields left at default.
+
+    Fields set by a flag, the environment or the config file keep their values; unknown keys and
+    bad values raise ConfigError naming ``origin`` and the key.
+    """
+    cls = type(settings)
+    fields = set(cls.model_fields)
+    found = normalise_keys(values, fields)
+    unknown = sorted(set(found) - fields)
+    if unknown:
+        raise ConfigError(f"{origin} {unknown[0]}", "unknown setting")
+    given = settings.model_dump(include=settings.model_fields_set)
+    merged = {**{k: v for k, v in found.items() if k not in given}, **given}
+    try:
+        return cls(**merged)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(part) for part in err["loc"]) or "settings"
+        where = f"{origin} {key}" if key in found else key
+        raise ConfigError(where, err["msg"].removeprefix("Value error, ")) from None
+
+
+class GatewaySettings(CommonSettings):
+    """hgateway: an HTTP server that turns each request into a message on a Redis list, waits
+    for the response message and answers the client."""
+
+    host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0: all).")
+    port: int = Field(8080, ge=0, le=65535, description="TCP port to listen on.")
+    queue: str = Field("hgateway:req", min_length=1, description="The request queue.")
+    reply_prefix: str = Field(
+        "hgateway:res", min_length=1, description="Reply lists are <reply_prefix>:<instance>."
+    )
+    timeout: float = Field(10.0, gt=0, le=3600, description="Seconds a request may take.")
+    body_limit: int = Field(1_048_576, ge=0, description="Largest request body, bytes.")
+    queue_limit: int = Field(
+        10_000, ge=0, description="503 while the request queue is longer (0: no limit)."
+    )
+    retry_after: int = Field(1, ge=0, description="Retry-After seconds sent with a 503.")
+    require_consumer: bool = Field(
+        True, description="503 while no live instance consumes the queue (needs a namespace)."
+    )
+    drain: float = Field(
+        3.0, ge=0, le=4, description="Seconds to finish in-flight requests on shutdown."
+    )
+    batch: int = Field(500, ge=1, le=5000, description="Most messages per Redis round trip.")
+
+    discoverable: ClassVar[tuple[str, ...]] = (
+        "host",
+        "port",
+        "queue",
+        "reply_prefix",
+        "timeout",
+        "body_limit",
+        "queue_limit",
+        "retry_after",
+        "require_consumer",
+        "drain",
+        "batch",
+    )
+
+
+class RouterSettings(CommonSettings):
+    """hrouter: routes each HTTP request message to a service queue by matching its URL."""
+
+    cli_names: ClassVar[dict[str, str]] = {"input": "in"}
+
+    input: str = Field("hgateway:req", min_length=1, description="The request queue.")
+    route: list[str] = Field(
+        default_factory=list,
+        description="A route '[METHOD[,METHOD]] REGEX QUEUE [NAME]', tried in order.",
+    )
+    routes_key: str | None = Field(
+        None, description="Redis list of routes applied live (default: <ns>:routes)."
+    )
+    reload: float = Field(1.0, gt=0, description="Seconds between checks of the Redis routes.")
+    track: bool = Field(True, description="Register each request for mdispatch.")
+    track_prefix: str = Field(
+        "mdispatch:req", min_length=1, description="Registrations are <track_prefix>:<id>."
+    )
+    batch: int = Field(500, ge=1, le=5000, description="Most messages per Redis round trip.")
+
+
+class DispatchSettings(CommonSettings):
+    """mdispatch: routes each response message to the instance that waits for it, by id."""
+
+    cli_names: ClassVar[dict[str, str]] = {"input": "in"}
+
+    input: str = Field("hgateway:res", min_length=1, description="The shared response list.")
+    track_prefix: str = Field(
+        "mdispatch:req", min_length=1, description="Registrations are <track_prefix>:<id>."
+    )
+    requests: str | None = Field(
+        None, description="Also register the request messages of this list, then --forward them."
+    )
+    forward: str | None = Field(None, description="Where registered requests go on to.")
+    batch: int = Field(500, ge=1, le=5000, description="Most messages per Redis round trip.")
+
+    @model_validator(mode="after")
+    def _requests_and_forward(self) -> DispatchSettings:
+        if (self.requests is None) != (self.forward is None):
+            raise ValueError("forward: --requests and --forward go together")
+        return self
+
+
+class HandlerSettings(CommonSettings):
+    """handler: serve HTTP request messages from a queue with a Python function."""
+
+    cli_names: ClassVar[dict[str, str]] = {"input": "in"}
+
+    input: str = Field(..., min_length=1, description="The queue of request messages.")
+    handler: str = Field(
+        ..., pattern=r"^[\w.]+:[\w.]+$", description="The handler, as module:function."
+    )
+    concurrency: int = Field(64, ge=1, description="Most requests handled at once.")
+    batch: int = Field(100, ge=1, le=5000, description="Most messages per Redis round trip.")

@@ -1,0 +1,194 @@
+"""The loop behind every Python handler: pop request messages, call a function, push responses.
+
+A handler is a function from a ``Request`` to a ``Response`` (plain or ``async``)::
+
+    def hello(request: Request) -> Response:
+        return Response.text(request.id, f"hello {request.params.get('name', 'world')}\\n")
+
+run with ``mpush handler --handler mymodule:hello --in hello:req`` (registered, metrics, signals
+and Redis outages handled like every mpush service), or embedded with ``HandlerLoop``.
+
+Requests are taken in batches and handled concurrently (at most ``concurrency`` at once); the
+responses of a batch are pushed with one pipeline, one ``LPUSH`` per reply list. A request whose
+deadline has passed is skipped and counted (nobody waits for it). A handler that raises answers 500
+(the error goes to the log, not to the client). A malformed request message is counted and set
+aside on ``<queue>:bad``; when its id and reply list can still be read it is answered 400.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from mpush.backoff import Outage
+from mpush.config import HandlerSettings
+from mpush.connection import AnyRedis, RedisTarget
+from mpush.errors import ConfigError
+from mpush.http.messages import MessageError, Request, Response, error_response, guess_id
+from mpush.runtime.batches import pop_batch, serve_batches
+from mpush.runtime.metrics import Metrics
+from mpush.runtime.runner import Context
+from mpush.runtime.shutdown import Shutdown
+
+__all__ = ["Handle", "HandlerLoop", "HandlerService", "create", "load_handler"]
+
+log = logging.getLogger(__name__)
+
+Handle = Callable[[Request], "Awaitable[Response] | Response"]
+REPLY_EXPIRE = 60  # seconds a reply list outlives its last push (a dead gateway's list goes away)
+SET_ASIDE = 100
+
+
+class HandlerLoop:
+    """Serves the request messages of ``queue`` with ``handle`` until shutdown."""
+
+    def __init__(
+        self,
+        redis: AnyRedis,
+        queue: str,
+        handle: Handle,
+        *,
+        metrics: Metrics,
+        outage: Outage,
+        name: str = "handler",
+        batch: int = 100,
+        concurrency: int = 64,
+        pop_timeout: float = 1.0,
+    ) -> None:
+        self._redis = redis
+        self.queue = queue
+        self._handle = handle
+        self._metrics = metrics
+        self._outage = outage
+        self._name = name
+        self._batch = min(batch, concurrency)
+        self._pop_timeout = pop_timeout
+
+    async def run(self, shutdown: Shutdown) -> None:
+        async def take() -> list[bytes]:
+            return await pop_batch(self._redis, self.queue, self._batch, self._pop_timeout)
+
+        await serve_batches(take, self.handle_batch, shutdown=shutdown, outage=self._outage)
+
+    async def handle_batch(self, batch: list[bytes]) -> None:
+        now = time.time()
+        requests: list[Request] = []
+        replies: list[tuple[str, Response]] = []
+        bad: list[bytes] = []
+        for raw in batch:
+            try:
+                request = Request.from_json(raw)
+            except MessageError:
+                bad.append(raw)
+                self._metrics.incr(self._name, "malformed")
+                answer = _answer_address(raw)
+                if answer is not None:
+                    replies.append((answer[1], error_response(answer[0], 400, "Bad Request")))
+                continue
+            if request.deadline < now:
+                self._metrics.incr(self._name, "expired")
+                continue
+            requests.append(request)
+        responses = await asyncio.gather(*(self._call(request) for request in requests))
+        replies += [(r.reply, resp) for r, resp in zip(requests, responses, strict=True)]
+        await self._push(replies, bad)
+
+    async def _call(self, request: Request) -> Response:
+        began = time.monotonic()
+        try:
+            result = self._handle(request)
+            if inspect.isawaitable(result):
+                result = await result
+            if not isinstance(result, Response):
+                raise TypeError(f"the handler returned {type(result).__name__}, not a Response")
+        except Exception:
+            log.exception("%s failed on %s %s", self._name, request.method, request.path)
+            self._metrics.incr(self._name, "errors")
+            result = error_response(request.id, 500, "Internal Server Error")
+        self._metrics.observe(self._name, time.monotonic() - began, timeout=request.timeout)
+        return result
+
+    async def _push(self, replies: list[tuple[str, Response]], bad: list[bytes]) -> None:
+        if not replies and not bad:
+            return
+        grouped: dict[str, list[str]] = {}
+        for reply, response in replies:
+            grouped.setdefault(reply, []).append(response.to_json())
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for reply, docs in grouped.items():
+                pipe.lpush(reply, *docs)
+                pipe.expire(reply, REPLY_EXPIRE)
+            if bad:
+                pipe.lpush(f"{self.queue}:bad", *bad)
+                pipe.ltrim(f"{self.queue}:bad", 0, SET_ASIDE - 1)
+            await pipe.execute()
+
+
+def _answer_address(raw: bytes) -> tuple[str, str] | None:
+    """(id, reply) of a broken request message, when both can still be read."""
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    request_id, reply = doc.get("id") or guess_id(raw), doc.get("reply")
+    if isinstance(request_id, str) and isinstance(reply, str) and request_id and reply:
+        return request_id, reply
+    return None
+
+
+def load_handler(spec: str) -> Handle:
+    """The callable named ``module:function``; ConfigError('handler', …) when it is not there."""
+    module_name, _, attribute = spec.partition(":")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError("handler", f"cannot import {module_name!r}: {exc}") from None
+    for part in attribute.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            raise ConfigError("handler", f"{spec!r}: {module_name} has no {attribute!r}")
+    if not callable(target):
+        raise ConfigError("handler", f"{spec!r} is not callable")
+    handle: Handle = target
+    return handle
+
+
+class HandlerService:
+    """``mpush handler``: a Python function served behind hgateway/hrouter."""
+
+    name = "handler"
+
+    def __init__(self, settings: HandlerSettings, handle: Handle) -> None:
+        self.settings = settings
+        self.handle = handle
+
+    def registry_info(self) -> Mapping[str, str]:
+        return {"in": self.settings.input, "handler": self.settings.handler}
+
+    async def prepare(self, redis: AnyRedis, target: RedisTarget) -> None:
+        return None
+
+    async def run(self, ctx: Context) -> None:
+        loop = HandlerLoop(
+            ctx.redis,
+            self.settings.input,
+            self.handle,
+            metrics=ctx.metrics,
+            outage=ctx.outage,
+            batch=self.settings.batch,
+            concurrency=self.settings.concurrency,
+            pop_timeout=self.settings.pop_timeout,
+        )
+        await loop.run(ctx.shutdown)
+
+
+def create(settings: HandlerSettings) -> HandlerService:
+    return HandlerService(settings, load_handler(settings.handler))
