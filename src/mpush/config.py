@@ -363,7 +363,9 @@ class RouterSettings(CommonSettings):
         None, description="Redis list of routes applied live (default: <ns>:routes)."
     )
     reload: float = Field(1.0, gt=0, description="Seconds between checks of the Redis routes.")
-    track: bool = Field(True, description="Register each request for mdispatch.")
+    track: bool = Field(
+        False, description="Register each request for mdispatch (handlers answering by id)."
+    )
     track_prefix: str = Field(
         "mdispatch:req", min_length=1, description="Registrations are <track_prefix>:<id>."
     )

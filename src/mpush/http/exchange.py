@@ -21,7 +21,7 @@ import time
 from mpush.backoff import Backoff, Outage
 from mpush.connection import AnyRedis, is_transient
 from mpush.http.messages import MessageError, Response, error_response, guess_id
-from mpush.runtime.batches import pop_batch, serve_batches
+from mpush.runtime.batches import Writes, pump
 from mpush.runtime.metrics import Metrics
 from mpush.runtime.shutdown import Shutdown
 
@@ -30,7 +30,6 @@ __all__ = ["Exchange", "QueueUnavailable"]
 log = logging.getLogger(__name__)
 
 METRIC = "hgateway"
-SET_ASIDE = 100
 
 
 class QueueUnavailable(Exception):
@@ -155,18 +154,23 @@ class Exchange:
         self.queue_length_at = time.monotonic()
 
     async def _read_loop(self) -> None:
-        async def take() -> list[bytes]:
-            return await pop_batch(self._redis, self.reply, self._batch, self._pop_timeout)
+        await pump(
+            self._redis,
+            self.reply,
+            self._resolve,
+            count=self._batch,
+            pop_timeout=self._pop_timeout,
+            shutdown=self._stop,
+            outage=self._outage,
+        )
 
-        await serve_batches(take, self._resolve, shutdown=self._stop, outage=self._outage)
-
-    async def _resolve(self, batch: list[bytes]) -> None:
-        bad: list[bytes] = []
+    async def _resolve(self, batch: list[bytes]) -> Writes:
+        writes = Writes()
         for raw in batch:
             try:
                 response = Response.from_json(raw)
             except MessageError as exc:
-                bad.append(raw)
+                writes.set_aside(f"{self.reply}:bad", raw)
                 self._metrics.incr(METRIC, "malformed")
                 request_id = guess_id(raw)
                 log.debug("malformed response (%s) for id %s", exc, request_id)
@@ -174,11 +178,7 @@ class Exchange:
                     self._deliver(error_response(request_id, 502, "Bad Gateway"))
                 continue
             self._deliver(response)
-        if bad:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.lpush(f"{self.reply}:bad", *bad)
-                pipe.ltrim(f"{self.reply}:bad", 0, SET_ASIDE - 1)
-                await pipe.execute()
+        return writes
 
     def _deliver(self, response: Response) -> None:
         future = self.pending.pop(response.id, None)

@@ -31,7 +31,7 @@ from mpush.config import HandlerSettings
 from mpush.connection import AnyRedis, RedisTarget
 from mpush.errors import ConfigError
 from mpush.http.messages import MessageError, Request, Response, error_response, guess_id
-from mpush.runtime.batches import pop_batch, serve_batches
+from mpush.runtime.batches import Writes, pump
 from mpush.runtime.metrics import Metrics
 from mpush.runtime.runner import Context
 from mpush.runtime.shutdown import Shutdown
@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 
 Handle = Callable[[Request], "Awaitable[Response] | Response"]
 REPLY_EXPIRE = 60  # seconds a reply list outlives its last push (a dead gateway's list goes away)
-SET_ASIDE = 100
 
 
 class HandlerLoop:
@@ -71,33 +70,47 @@ class HandlerLoop:
         self._pop_timeout = pop_timeout
 
     async def run(self, shutdown: Shutdown) -> None:
-        async def take() -> list[bytes]:
-            return await pop_batch(self._redis, self.queue, self._batch, self._pop_timeout)
+        await pump(
+            self._redis,
+            self.queue,
+            self.handle_batch,
+            count=self._batch,
+            pop_timeout=self._pop_timeout,
+            shutdown=shutdown,
+            outage=self._outage,
+        )
 
-        await serve_batches(take, self.handle_batch, shutdown=shutdown, outage=self._outage)
-
-    async def handle_batch(self, batch: list[bytes]) -> None:
+    async def handle_batch(self, batch: list[bytes]) -> Writes:
+        """Handle a batch of request messages; return the response pushes."""
         now = time.time()
+        writes = Writes()
         requests: list[Request] = []
-        replies: list[tuple[str, Response]] = []
-        bad: list[bytes] = []
         for raw in batch:
             try:
                 request = Request.from_json(raw)
             except MessageError:
-                bad.append(raw)
+                writes.set_aside(f"{self.queue}:bad", raw)
                 self._metrics.incr(self._name, "malformed")
                 answer = _answer_address(raw)
                 if answer is not None:
-                    replies.append((answer[1], error_response(answer[0], 400, "Bad Request")))
+                    self._reply(writes, answer[1], error_response(answer[0], 400, "Bad Request"))
                 continue
             if request.deadline < now:
                 self._metrics.incr(self._name, "expired")
                 continue
             requests.append(request)
-        responses = await asyncio.gather(*(self._call(request) for request in requests))
-        replies += [(r.reply, resp) for r, resp in zip(requests, responses, strict=True)]
-        await self._push(replies, bad)
+        if len(requests) == 1:
+            self._reply(writes, requests[0].reply, await self._call(requests[0]))
+        elif requests:
+            responses = await asyncio.gather(*(self._call(request) for request in requests))
+            for request, response in zip(requests, responses, strict=True):
+                self._reply(writes, request.reply, response)
+        return writes
+
+    @staticmethod
+    def _reply(writes: Writes, reply: str, response: Response) -> None:
+        writes.push(reply, response.to_json())
+        writes.expire[reply] = REPLY_EXPIRE
 
     async def _call(self, request: Request) -> Response:
         began = time.monotonic()
@@ -113,21 +126,6 @@ class HandlerLoop:
             result = error_response(request.id, 500, "Internal Server Error")
         self._metrics.observe(self._name, time.monotonic() - began, timeout=request.timeout)
         return result
-
-    async def _push(self, replies: list[tuple[str, Response]], bad: list[bytes]) -> None:
-        if not replies and not bad:
-            return
-        grouped: dict[str, list[str]] = {}
-        for reply, response in replies:
-            grouped.setdefault(reply, []).append(response.to_json())
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for reply, docs in grouped.items():
-                pipe.lpush(reply, *docs)
-                pipe.expire(reply, REPLY_EXPIRE)
-            if bad:
-                pipe.lpush(f"{self.queue}:bad", *bad)
-                pipe.ltrim(f"{self.queue}:bad", 0, SET_ASIDE - 1)
-            await pipe.execute()
 
 
 def _answer_address(raw: bytes) -> tuple[str, str] | None:

@@ -1,15 +1,20 @@
-"""Taking batches of messages off a list, and a loop that serves them until shutdown.
+"""Serving a list in batches: what hrouter, mdispatch and every handler run.
 
-``pop_batch`` takes up to ``count`` messages from the tail (the oldest) of a list in one round
-trip, blocking up to ``block`` seconds when the list is empty: ``BLMPOP`` on Redis ≥ 7.0, else
-``RPOP key count`` followed by ``BRPOP`` when nothing was there. A destructive pop suits messages
-with a deadline (HTTP requests and responses): if the process dies holding them, nobody could use
-them after their deadline anyway, and the waiting side answers at the deadline.
+``pump`` takes up to ``count`` messages from the tail (the oldest) of a list, hands them to a
+function that returns the ``Writes`` they lead to (pushes to other lists, registrations, messages
+set aside), and sends those writes *together with the next pop* in one pipeline: under load each
+batch costs one round trip. When the list is empty it blocks (``BLMPOP`` on Redis ≥ 7.0, else
+``BRPOP``) for up to ``pop_timeout`` seconds, so shutdown is never far.
+
+The pops are destructive: this suits messages with a deadline (HTTP requests and responses). If the
+process dies holding a batch, nobody could use those messages after their deadline anyway, and the
+waiting side answers at the deadline.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.exceptions as rex
@@ -18,9 +23,42 @@ from mpush.backoff import Backoff, Outage
 from mpush.connection import AnyRedis, is_transient
 from mpush.runtime.shutdown import Shutdown
 
-__all__ = ["pop_batch", "serve_batches"]
+__all__ = ["Writes", "pop_batch", "pump"]
+
+SET_ASIDE = 100  # newest messages kept on a ``<list>:bad`` list
 
 _no_blmpop: set[int] = set()
+
+
+@dataclass
+class Writes:
+    """Writes a batch leads to, sent in one pipeline (each command touches one key)."""
+
+    pushes: dict[str, list[bytes | str]] = field(default_factory=dict)
+    expire: dict[str, int] = field(default_factory=dict)
+    registrations: list[tuple[str, str, int]] = field(default_factory=list)  # key, value, PXAT
+    aside: dict[str, list[bytes | str]] = field(default_factory=dict)
+
+    def push(self, key: str, message: bytes | str) -> None:
+        self.pushes.setdefault(key, []).append(message)
+
+    def set_aside(self, key: str, message: bytes) -> None:
+        """Keep a malformed ``message`` on ``key`` (the newest SET_ASIDE of them)."""
+        self.aside.setdefault(key, []).append(message)
+
+    def __bool__(self) -> bool:
+        return bool(self.pushes or self.registrations or self.aside)
+
+    def apply(self, pipe: Any) -> None:
+        for key, value, expire_at_ms in self.registrations:
+            pipe.set(key, value, pxat=expire_at_ms)
+        for key, messages in self.pushes.items():
+            pipe.lpush(key, *messages)
+            if key in self.expire:
+                pipe.expire(key, self.expire[key])
+        for key, messages in self.aside.items():
+            pipe.lpush(key, *messages)
+            pipe.ltrim(key, 0, SET_ASIDE - 1)
 
 
 async def pop_batch(redis: AnyRedis, key: str, count: int, block: float) -> list[bytes]:
@@ -42,24 +80,52 @@ async def pop_batch(redis: AnyRedis, key: str, count: int, block: float) -> list
     return [one[1]] if one else []
 
 
-async def serve_batches(
-    take: Callable[[], Awaitable[list[bytes]]],
-    handle: Callable[[list[bytes]], Awaitable[None]],
+async def _write_and_pop(redis: AnyRedis, writes: Writes, key: str, count: int) -> list[bytes]:
+    async with redis.pipeline(transaction=False) as pipe:
+        writes.apply(pipe)
+        if count:
+            pipe.rpop(key, count)
+        results = await pipe.execute()
+    return list(results[-1] or []) if count else []
+
+
+async def pump(
+    redis: AnyRedis,
+    source: str,
+    handle: Callable[[list[bytes]], Awaitable[Writes]],
     *,
+    count: int,
+    pop_timeout: float,
     shutdown: Shutdown,
     outage: Outage,
 ) -> None:
-    """``take`` a batch and ``handle`` it, until shutdown; Redis outages waited out with backoff."""
+    """Serve ``source`` with ``handle`` until shutdown; Redis outages waited out with backoff.
+
+    The writes of the last batch are sent before returning. A transient error loses the writes in
+    hand (their messages had a deadline; the waiting side answers at it) and is retried.
+    """
     backoff = Backoff()
-    while not shutdown.requested:
+    writes = Writes()
+    while True:
         try:
-            batch = await take()
+            if shutdown.requested:
+                if writes:
+                    await _write_and_pop(redis, writes, source, 0)
+                return
+            batch: list[bytes] = []
+            if writes:
+                batch = await _write_and_pop(redis, writes, source, count)
+                writes = Writes()
+            if not batch:
+                batch = await pop_batch(redis, source, count, pop_timeout)
             if batch:
-                await handle(batch)
+                writes = await handle(batch)
             outage.recovered()
             backoff.reset()
         except Exception as exc:
             if not is_transient(exc):
                 raise
+            writes = Writes()
             outage.failed(exc)
-            await shutdown.sleep(backoff.next_delay())
+            if await shutdown.sleep(backoff.next_delay()):
+                return

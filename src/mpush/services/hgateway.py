@@ -166,12 +166,13 @@ class GatewayApp:
         }
         encode_body(body, doc)
         future = exchange.submit(request_id, json.dumps(doc, separators=(",", ":")))
+        timer = asyncio.get_running_loop().call_later(timeout, _expire, future, request_id)
         try:
-            async with asyncio.timeout(timeout):
-                return await future
-        except TimeoutError:
-            self.metrics.incr(METRIC, "timeout")
-            return error_response(request_id, 504, "Gateway Timeout")
+            response = await future
+            if response is _TIMED_OUT:
+                self.metrics.incr(METRIC, "timeout")
+                return error_response(request_id, 504, "Gateway Timeout")
+            return response
         except QueueUnavailable:
             self.metrics.incr(METRIC, "unavailable")
             return Response(
@@ -181,7 +182,17 @@ class GatewayApp:
                 b"503 Service Unavailable\n",
             )
         finally:
+            timer.cancel()
             exchange.forget(request_id)
+
+
+def _expire(future: asyncio.Future[Response], request_id: str) -> None:
+    """The deadline passed: the waiting request answers 504 (a later response is dropped)."""
+    if not future.done():
+        future.set_result(_TIMED_OUT)
+
+
+_TIMED_OUT = Response("-", 504, {}, b"504 Gateway Timeout\n")
 
 
 class _Server(uvicorn.Server):
@@ -252,6 +263,7 @@ class Gateway:
             log_config=None,
             access_log=False,
             server_header=False,
+            proxy_headers=False,
             timeout_graceful_shutdown=int(settings.drain) + 2,
         )
         server = _Server(config)

@@ -28,7 +28,7 @@ from mpush.connection import AnyRedis, RedisTarget, is_transient
 from mpush.errors import ConfigError
 from mpush.http.messages import error_response
 from mpush.http.routes import RouteError, RouteTable, parse_routes
-from mpush.runtime.batches import pop_batch, serve_batches
+from mpush.runtime.batches import Writes, pump
 from mpush.runtime.correlation import Registration, registration_key
 from mpush.runtime.runner import Context
 
@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 
 METRIC = "hrouter"
 REPLY_EXPIRE = 60
-SET_ASIDE = 100
 
 
 def create(settings: RouterSettings) -> Router:
@@ -102,17 +101,21 @@ class Router:
 
     async def run(self, ctx: Context) -> None:
         settings = self.settings
-        redis = ctx.redis
 
-        async def take() -> list[bytes]:
-            return await pop_batch(redis, settings.input, settings.batch, settings.pop_timeout)
-
-        async def handle(batch: list[bytes]) -> None:
-            await self._route(ctx, batch)
+        async def route(batch: list[bytes]) -> Writes:
+            return self.route(ctx, batch)
 
         watcher = asyncio.create_task(self._watch(ctx))
         try:
-            await serve_batches(take, handle, shutdown=ctx.shutdown, outage=ctx.outage)
+            await pump(
+                ctx.redis,
+                settings.input,
+                route,
+                count=settings.batch,
+                pop_timeout=settings.pop_timeout,
+                shutdown=ctx.shutdown,
+                outage=ctx.outage,
+            )
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
@@ -132,16 +135,15 @@ class Router:
                     raise
                 delay = backoff.next_delay()
 
-    async def _route(self, ctx: Context, batch: list[bytes]) -> None:
+    def route(self, ctx: Context, batch: list[bytes]) -> Writes:
+        """Route a batch of request messages; return the pushes (and registrations) it needs."""
         now = time.time()
         metrics = ctx.metrics
-        out: dict[str, list[str]] = {}
-        registrations: list[tuple[str, Registration]] = []
-        bad: list[bytes] = []
+        writes = Writes()
         for raw in batch:
             doc = _decode(raw)
             if doc is None:
-                bad.append(raw)
+                writes.set_aside(f"{self.settings.input}:bad", raw)
                 metrics.incr(METRIC, "malformed")
                 continue
             deadline, ts = doc["deadline"], doc.get("ts")
@@ -151,12 +153,11 @@ class Router:
             found = self.table.match(doc["method"], doc.get("path") or doc["url"].split("?")[0])
             if found is None:
                 metrics.incr(METRIC, "notfound")
-                response = error_response(doc["id"], 404, "Not Found")
-                out.setdefault(doc["reply"], []).append(response.to_json())
+                writes.push(doc["reply"], error_response(doc["id"], 404, "Not Found").to_json())
+                writes.expire[doc["reply"]] = REPLY_EXPIRE
                 continue
             route, params = found
-            doc["route"], doc["params"] = route.name, params
-            out.setdefault(route.queue, []).append(json.dumps(doc, separators=(",", ":")))
+            writes.push(route.queue, _with_route(raw, route.name, params))
             if isinstance(ts, int | float):
                 metrics.observe(
                     f"{METRIC}:route:{route.name}", max(now - ts, 0.0), timeout=deadline - ts
@@ -164,21 +165,18 @@ class Router:
             if self.settings.track:
                 registration = Registration.from_doc(doc, route.name)
                 if registration is not None:
-                    registrations.append((doc["id"], registration))
-        async with ctx.redis.pipeline(transaction=False) as pipe:
-            prefix = self.settings.track_prefix
-            for request_id, registration in registrations:
-                pipe.set(
-                    registration_key(prefix, request_id),
-                    registration.to_json(),
-                    pxat=registration.expire_at_ms(),
-                )
-            for queue, messages in out.items():
-                pipe.lpush(queue, *messages)
-            if bad:
-                pipe.lpush(f"{self.settings.input}:bad", *bad)
-                pipe.ltrim(f"{self.settings.input}:bad", 0, SET_ASIDE - 1)
-            await pipe.execute()
+                    key = registration_key(self.settings.track_prefix, doc["id"])
+                    writes.registrations.append(
+                        (key, registration.to_json(), registration.expire_at_ms())
+                    )
+        return writes
+
+
+def _with_route(raw: bytes, name: str, params: dict[str, str]) -> bytes:
+    """The request message with ``route`` and ``params`` added (spliced: no re-encoding)."""
+    end = raw.rstrip().rfind(b"}")
+    extra = json.dumps({"route": name, "params": params}, separators=(",", ":"))
+    return raw[:end] + b"," + extra[1:].encode()
 
 
 def _decode(raw: bytes) -> dict[str, Any] | None:

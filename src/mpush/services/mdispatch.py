@@ -26,7 +26,7 @@ from typing import Any
 from mpush.config import DispatchSettings
 from mpush.connection import AnyRedis, RedisTarget
 from mpush.http.messages import guess_id
-from mpush.runtime.batches import pop_batch, serve_batches
+from mpush.runtime.batches import Writes, pump
 from mpush.runtime.correlation import Registration, registration_key
 from mpush.runtime.runner import Context
 
@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 METRIC = "mdispatch"
 REPLY_EXPIRE = 60
-SET_ASIDE = 100
 
 
 def create(settings: DispatchSettings) -> Dispatcher:
@@ -61,32 +60,30 @@ class Dispatcher:
     async def run(self, ctx: Context) -> None:
         settings = self.settings
 
-        async def take_responses() -> list[bytes]:
-            return await pop_batch(ctx.redis, settings.input, settings.batch, settings.pop_timeout)
+        async def dispatch(batch: list[bytes]) -> Writes:
+            return await self.dispatch(ctx, batch)
 
-        async def dispatch(batch: list[bytes]) -> None:
-            await self.dispatch(ctx, batch)
+        async def register(batch: list[bytes]) -> Writes:
+            return self.register(ctx, batch)
 
+        loops = [(settings.input, dispatch)]
+        if settings.requests and settings.forward:
+            loops.append((settings.requests, register))
         async with asyncio.TaskGroup() as group:
-            group.create_task(
-                serve_batches(take_responses, dispatch, shutdown=ctx.shutdown, outage=ctx.outage)
-            )
-            if settings.requests and settings.forward:
-                requests = settings.requests
-
-                async def take_requests() -> list[bytes]:
-                    return await pop_batch(
-                        ctx.redis, requests, settings.batch, settings.pop_timeout
-                    )
-
-                async def register(batch: list[bytes]) -> None:
-                    await self.register(ctx, batch)
-
+            for source, handle in loops:
                 group.create_task(
-                    serve_batches(take_requests, register, shutdown=ctx.shutdown, outage=ctx.outage)
+                    pump(
+                        ctx.redis,
+                        source,
+                        handle,
+                        count=settings.batch,
+                        pop_timeout=settings.pop_timeout,
+                        shutdown=ctx.shutdown,
+                        outage=ctx.outage,
+                    )
                 )
 
-    async def dispatch(self, ctx: Context, batch: list[bytes]) -> None:
+    async def dispatch(self, ctx: Context, batch: list[bytes]) -> Writes:
         """Route a batch of responses to the reply lists of their registered requests."""
         prefix = self.settings.track_prefix
         ids: list[str | None] = [_response_id(raw) for raw in batch]
@@ -98,11 +95,10 @@ class Dispatcher:
                     pipe.getdel(registration_key(prefix, one))
                 found = dict(zip(known, await pipe.execute(), strict=True))
         now = time.time()
-        out: dict[str, list[bytes]] = {}
-        bad: list[bytes] = []
+        writes = Writes()
         for raw, request_id in zip(batch, ids, strict=True):
             if request_id is None:
-                bad.append(raw)
+                writes.set_aside(f"{self.settings.input}:bad", raw)
                 ctx.metrics.incr(METRIC, "malformed")
                 continue
             stored = found.get(request_id)
@@ -113,55 +109,35 @@ class Dispatcher:
             if registration.deadline < now:
                 ctx.metrics.incr(METRIC, "late")
                 continue
-            out.setdefault(registration.reply, []).append(raw)
+            writes.push(registration.reply, raw)
+            writes.expire[registration.reply] = REPLY_EXPIRE
             ctx.metrics.observe(
                 f"{METRIC}:route:{registration.route}",
                 max(now - registration.ts, 0.0),
                 timeout=registration.timeout,
             )
             ctx.metrics.incr(METRIC, "forwarded")
-        await _push(ctx.redis, out, bad, self.settings.input)
+        return writes
 
-    async def register(self, ctx: Context, batch: list[bytes]) -> None:
+    def register(self, ctx: Context, batch: list[bytes]) -> Writes:
         """Register a batch of request messages and push them on to ``forward``."""
         assert self.settings.forward is not None
+        assert self.settings.requests is not None
         prefix = self.settings.track_prefix
-        forward: list[bytes] = []
-        bad: list[bytes] = []
-        async with ctx.redis.pipeline(transaction=False) as pipe:
-            for raw in batch:
-                doc = _object(raw)
-                registration = Registration.from_doc(doc) if doc is not None else None
-                request_id = doc.get("id") if doc is not None else None
-                if registration is None or not isinstance(request_id, str) or not request_id:
-                    bad.append(raw)
-                    ctx.metrics.incr(METRIC, "malformed_requests")
-                    continue
-                key = registration_key(prefix, request_id)
-                pipe.set(key, registration.to_json(), pxat=registration.expire_at_ms())
-                forward.append(raw)
-            if forward:
-                pipe.lpush(self.settings.forward, *forward)
-                ctx.metrics.incr(METRIC, "registered", len(forward))
-            if bad and self.settings.requests:
-                pipe.lpush(f"{self.settings.requests}:bad", *bad)
-                pipe.ltrim(f"{self.settings.requests}:bad", 0, SET_ASIDE - 1)
-            await pipe.execute()
-
-
-async def _push(
-    redis: AnyRedis, out: dict[str, list[bytes]], bad: list[bytes], source: str
-) -> None:
-    if not out and not bad:
-        return
-    async with redis.pipeline(transaction=False) as pipe:
-        for reply, messages in out.items():
-            pipe.lpush(reply, *messages)
-            pipe.expire(reply, REPLY_EXPIRE)
-        if bad:
-            pipe.lpush(f"{source}:bad", *bad)
-            pipe.ltrim(f"{source}:bad", 0, SET_ASIDE - 1)
-        await pipe.execute()
+        writes = Writes()
+        for raw in batch:
+            doc = _object(raw)
+            registration = Registration.from_doc(doc) if doc is not None else None
+            request_id = doc.get("id") if doc is not None else None
+            if registration is None or not isinstance(request_id, str) or not request_id:
+                writes.set_aside(f"{self.settings.requests}:bad", raw)
+                ctx.metrics.incr(METRIC, "malformed_requests")
+                continue
+            key = registration_key(prefix, request_id)
+            writes.registrations.append((key, registration.to_json(), registration.expire_at_ms()))
+            writes.push(self.settings.forward, raw)
+            ctx.metrics.incr(METRIC, "registered")
+        return writes
 
 
 def _object(raw: bytes) -> dict[str, Any] | None:
