@@ -131,7 +131,8 @@ def test_malformed_response_is_counted_and_answered_502(
     request = json.loads(raw)
     assert request["route"] == "raw"
     assert request["deadline"] > time.time()
-    redis_env.client.lpush(request["reply"], '{"id": "%s", "status": "two hundred"' % request["id"])
+    broken = '{"id": "' + request["id"] + '", "status": "two hundred"'  # not even closed
+    redis_env.client.lpush(request["reply"], broken)
     thread.join()
     assert answers[0].status_code == 502
     assert "Traceback" not in answers[0].text
@@ -231,3 +232,49 @@ def test_graceful_shutdown_finishes_requests_in_flight(redis_env: RedisEnv, spaw
     assert web.gateways[0].wait() == 0
     with pytest.raises(httpx.ConnectError):
         httpx.get(web.url("/echo/gone"), timeout=2)
+
+
+@pytest.mark.slow
+def test_redis_restart_mid_load_gateway_recovers_by_itself(
+    redis_env: RedisEnv, spawn: Spawner
+) -> None:
+    web = start_web(redis_env, spawn, "--timeout", "2")
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(timeout=10) as client:
+            while not stop.is_set():
+                try:
+                    statuses.append(client.get(web.url("/echo/load")).status_code)
+                except httpx.HTTPError:
+                    statuses.append(0)
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: statuses.count(200) >= 50, message="load before the outage")
+    server = redis_env.server_for(QUEUE)
+    server.stop()
+    outage_end = time.monotonic() + 3.0
+    wait_until(lambda: time.monotonic() >= outage_end, timeout=10, interval=0.2)
+    during = len(statuses)
+    server.start()
+    redis_env.wait_healthy()
+    after = len(statuses)
+    wait_until(
+        lambda: statuses[after:].count(200) >= 50,
+        timeout=30,
+        message=lambda: f"200s after the restart; statuses {statuses[-20:]}\n{web.logs()}",
+    )
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert set(statuses[:during]) <= {200, 503, 504}, "answers during the outage, no hangs"
+    assert 0 not in statuses, "no connection was dropped"
+    for proc in [*web.gateways, *web.routers, *web.handlers]:
+        assert proc.alive
+    gateway_log = web.gateways[0].log()
+    assert "unavailable" in gateway_log, "the outage was seen (and logged)"
+    assert "back after" in gateway_log
+    assert "Traceback" not in gateway_log

@@ -19,7 +19,7 @@ RAW = "{w}:raw"
 ROUTES = (
     f"GET,POST ^/echo/(?P<who>[a-z]+)$ {ECHO} echo",
     f"^/slow {SLOW} slow",
-    f"^/fails {{w}}:fails fails",
+    "^/fails {w}:fails fails",
     f"^/raw {RAW} raw",
 )
 

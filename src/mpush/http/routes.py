@@ -23,7 +23,7 @@ from dataclasses import dataclass
 __all__ = ["Route", "RouteError", "RouteTable", "parse_route", "parse_routes"]
 
 _METHODS = re.compile(r"^(\*|[A-Z]+(,[A-Z]+)*)$")
-_NAME = re.compile(r"^[\w.:-]{1,100}$")
+_NAME = re.compile(r"^[\w.:{}-]{1,100}$")
 
 
 class RouteError(ValueError):
@@ -88,16 +88,16 @@ def _from_json(text: str) -> Route:
 
 
 def _build(text: str, pattern: str, queue: str, name: str, methods: str) -> Route:
+    try:
+        compiled = re.compile(pattern)
+    except re.error as exc:
+        raise RouteError(f"route {text!r}: invalid regex {pattern!r}: {exc}") from None
     if methods and not _METHODS.match(methods):
         raise RouteError(f"route {text!r}: bad method list {methods!r}")
     if not queue or any(ch.isspace() for ch in queue):
         raise RouteError(f"route {text!r}: bad queue name {queue!r}")
     if not _NAME.match(name):
-        raise RouteError(f"route {text!r}: bad name {name!r} (letters, digits, . : _ -)")
-    try:
-        compiled = re.compile(pattern)
-    except re.error as exc:
-        raise RouteError(f"route {text!r}: invalid regex {pattern!r}: {exc}") from None
+        raise RouteError(f"route {text!r}: bad name {name!r} (letters, digits, . : _ - {{ }})")
     chosen = frozenset() if methods in ("", "*") else frozenset(methods.split(","))
     return Route(name=name, pattern=compiled, queue=queue, methods=chosen)
 
