@@ -106,7 +106,9 @@ def _number(doc: Mapping[str, Any], name: str) -> float:
 
 
 def _headers(doc: Mapping[str, Any], *, lists: bool) -> dict[str, Any]:
-    headers = doc.get("headers") or {}
+    headers = doc.get("headers")
+    if headers is None:
+        return {}
     if not isinstance(headers, dict):
         raise MessageError("headers: must be an object of name: value")
     for name, value in headers.items():
