@@ -69,7 +69,7 @@ class Exchange:
         self._outage = outage
         self._seq = itertools.count(1)
         self.pending: dict[str, asyncio.Future[Response]] = {}
-        self._outbox: list[tuple[str, str]] = []
+        self._outbox: list[tuple[str, bytes]] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._stop = _Closed()
@@ -79,7 +79,7 @@ class Exchange:
     def new_id(self) -> str:
         return f"{self._prefix}-{next(self._seq)}"
 
-    def submit(self, request_id: str, message: str) -> asyncio.Future[Response]:
+    def submit(self, request_id: str, message: bytes) -> asyncio.Future[Response]:
         """Queue ``message`` for the request queue; the future gets the response."""
         future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         self.pending[request_id] = future

@@ -20,11 +20,12 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+
+import orjson
 
 from mpush.backoff import Outage
 from mpush.config import HandlerSettings
@@ -84,7 +85,7 @@ class HandlerLoop:
         """Handle a batch of request messages; return the response pushes."""
         now = time.time()
         writes = Writes()
-        requests: list[Request] = []
+        waiting: list[tuple[Request, float, object]] = []
         for raw in batch:
             try:
                 request = Request.from_json(raw)
@@ -98,41 +99,52 @@ class HandlerLoop:
             if request.deadline < now:
                 self._metrics.incr(self._name, "expired")
                 continue
-            requests.append(request)
-        if len(requests) == 1:
-            self._reply(writes, requests[0].reply, await self._call(requests[0]))
-        elif requests:
-            responses = await asyncio.gather(*(self._call(request) for request in requests))
-            for request, response in zip(requests, responses, strict=True):
-                self._reply(writes, request.reply, response)
+            began = time.monotonic()
+            try:
+                result = self._handle(request)
+            except Exception:
+                result = self._failed(request)
+            if isinstance(result, Response):  # a plain function: done already
+                self._done(writes, request, began, result)
+            else:
+                waiting.append((request, began, result))
+        if waiting:
+            results = await asyncio.gather(*(self._finish(r, w) for r, _, w in waiting))
+            for (request, began, _), result in zip(waiting, results, strict=True):
+                self._done(writes, request, began, result)
         return writes
+
+    async def _finish(self, request: Request, result: object) -> Response:
+        try:
+            if inspect.isawaitable(result):
+                result = await result
+            if not isinstance(result, Response):
+                raise TypeError(f"the handler returned {type(result).__name__}, not a Response")
+        except Exception:
+            return self._failed(request)
+        return result
+
+    def _failed(self, request: Request) -> Response:
+        log.exception("%s failed on %s %s", self._name, request.method, request.path)
+        self._metrics.incr(self._name, "errors")
+        return error_response(request.id, 500, "Internal Server Error")
+
+    def _done(self, writes: Writes, request: Request, began: float, response: Response) -> None:
+        self._metrics.observe(self._name, time.monotonic() - began, timeout=request.timeout)
+        writes.push(request.reply, response.to_json())
+        writes.expire[request.reply] = REPLY_EXPIRE
 
     @staticmethod
     def _reply(writes: Writes, reply: str, response: Response) -> None:
         writes.push(reply, response.to_json())
         writes.expire[reply] = REPLY_EXPIRE
 
-    async def _call(self, request: Request) -> Response:
-        began = time.monotonic()
-        try:
-            result = self._handle(request)
-            if inspect.isawaitable(result):
-                result = await result
-            if not isinstance(result, Response):
-                raise TypeError(f"the handler returned {type(result).__name__}, not a Response")
-        except Exception:
-            log.exception("%s failed on %s %s", self._name, request.method, request.path)
-            self._metrics.incr(self._name, "errors")
-            result = error_response(request.id, 500, "Internal Server Error")
-        self._metrics.observe(self._name, time.monotonic() - began, timeout=request.timeout)
-        return result
-
 
 def _answer_address(raw: bytes) -> tuple[str, str] | None:
     """(id, reply) of a broken request message, when both can still be read."""
     try:
-        doc = json.loads(raw)
-    except ValueError:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
         return None
     if not isinstance(doc, dict):
         return None

@@ -33,11 +33,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 __all__ = [
     "VERSION",
     "MessageError",
     "Request",
     "Response",
+    "compact_json",
     "decode_body",
     "encode_body",
     "error_response",
@@ -45,6 +48,7 @@ __all__ = [
 ]
 
 VERSION = 1
+compact_json = orjson.dumps  # compact JSON as UTF-8 bytes, several times faster than json
 _ID_PATTERN = re.compile(rb'"id"\s*:\s*"((?:[^"\\]|\\.){1,200})"')
 
 
@@ -80,8 +84,8 @@ def decode_body(doc: Mapping[str, Any]) -> bytes:
 
 def _load(raw: bytes | str) -> dict[str, Any]:
     try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
         raise MessageError(f"not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise MessageError("not a JSON object")
@@ -167,8 +171,8 @@ class Request:
             doc["params"] = self.params
         return doc
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_doc(), separators=(",", ":"))
+    def to_json(self) -> bytes:
+        return compact_json(self.to_doc())
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> Request:
@@ -209,7 +213,7 @@ class Response:
 
     @classmethod
     def json(cls, request_id: str, data: Any, status: int = 200) -> Response:
-        body = json.dumps(data, separators=(",", ":")).encode()
+        body = compact_json(data)
         return cls(request_id, status, {"content-type": "application/json"}, body)
 
     def to_doc(self) -> dict[str, Any]:
@@ -222,8 +226,8 @@ class Response:
         encode_body(self.body, doc)
         return doc
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_doc(), separators=(",", ":"))
+    def to_json(self) -> bytes:
+        return compact_json(self.to_doc())
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> Response:

@@ -14,10 +14,11 @@ Each key is touched alone, so any prefix works on Redis Cluster.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 __all__ = ["Registration", "registration_key"]
 
@@ -45,7 +46,7 @@ class Registration:
 
     def to_json(self) -> str:
         doc = {"reply": self.reply, "deadline": self.deadline, "ts": self.ts, "route": self.route}
-        return json.dumps(doc, separators=(",", ":"))
+        return orjson.dumps(doc).decode()
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any], route: str = "") -> Registration | None:
@@ -64,7 +65,7 @@ class Registration:
     @classmethod
     def from_json(cls, raw: bytes | str) -> Registration | None:
         try:
-            doc = json.loads(raw)
-        except ValueError:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError:
             return None
         return cls.from_doc(doc) if isinstance(doc, dict) else None

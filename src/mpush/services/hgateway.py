@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import secrets
 import socket
@@ -34,7 +33,7 @@ from mpush.config import GatewaySettings, overlay
 from mpush.connection import AnyRedis, RedisTarget, is_transient
 from mpush.errors import ConfigError
 from mpush.http.exchange import METRIC, Exchange, QueueUnavailable
-from mpush.http.messages import Response, encode_body, error_response
+from mpush.http.messages import Response, compact_json, encode_body, error_response
 from mpush.keys import ServiceKeys
 from mpush.runtime.metrics import Metrics
 from mpush.runtime.runner import Context
@@ -120,7 +119,9 @@ class GatewayApp:
             return error_response("-", 400, "Bad Request"), []
         if int(declared) > settings.body_limit:
             return error_response("-", 413, "Content Too Large"), []
-        body = await self._read_body(receive)
+        body: bytes | None = b""
+        if declared != "0" or "transfer-encoding" in headers:
+            body = await self._read_body(receive)
         if body is None:
             return error_response("-", 413, "Content Too Large"), []
         path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
@@ -165,7 +166,7 @@ class GatewayApp:
             "reply": exchange.reply,
         }
         encode_body(body, doc)
-        future = exchange.submit(request_id, json.dumps(doc, separators=(",", ":")))
+        future = exchange.submit(request_id, compact_json(doc))
         timer = asyncio.get_running_loop().call_later(timeout, _expire, future, request_id)
         try:
             response = await future

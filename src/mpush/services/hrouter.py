@@ -16,17 +16,18 @@ long requests waited before routing, normalised by their timeout.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from mpush.backoff import Backoff
 from mpush.config import RouterSettings
 from mpush.connection import AnyRedis, RedisTarget, is_transient
 from mpush.errors import ConfigError
-from mpush.http.messages import error_response
+from mpush.http.messages import compact_json, error_response
 from mpush.http.routes import RouteError, RouteTable, parse_routes
 from mpush.runtime.batches import Writes, pump
 from mpush.runtime.correlation import Registration, registration_key
@@ -175,15 +176,15 @@ class Router:
 def _with_route(raw: bytes, name: str, params: dict[str, str]) -> bytes:
     """The request message with ``route`` and ``params`` added (spliced: no re-encoding)."""
     end = raw.rstrip().rfind(b"}")
-    extra = json.dumps({"route": name, "params": params}, separators=(",", ":"))
-    return raw[:end] + b"," + extra[1:].encode()
+    extra = compact_json({"route": name, "params": params})
+    return raw[:end] + b"," + extra[1:]
 
 
 def _decode(raw: bytes) -> dict[str, Any] | None:
     """The request document if it has what routing needs (id, method, url, reply, deadline)."""
     try:
-        doc = json.loads(raw)
-    except ValueError:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
         return None
     if not isinstance(doc, dict) or doc.get("v", 1) != 1:
         return None

@@ -17,11 +17,12 @@ normalised by each request's timeout.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Mapping
 from typing import Any
+
+import orjson
 
 from mpush.config import DispatchSettings
 from mpush.connection import AnyRedis, RedisTarget
@@ -142,8 +143,8 @@ class Dispatcher:
 
 def _object(raw: bytes) -> dict[str, Any] | None:
     try:
-        doc = json.loads(raw)
-    except ValueError:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
         return None
     return doc if isinstance(doc, dict) else None
 
