@@ -24,11 +24,10 @@ def test_response_by_id_only_reaches_its_gateway(redis_env: RedisEnv, spawn: Spa
     web = Web(redis_env, spawn)
     web.gateway("--timeout", "3")
     web.gateway("--timeout", "3")
-    web.router("--track", "--track-prefix", PREFIX)
+    web.router("--track")  # registrations under the default <ns>:track
     web.handler("echo", "{w}:echo")
     dispatcher = spawn(
-        "mdispatch", *web.common(), "--in", SHARED, "--track-prefix", PREFIX,
-        "--metrics-interval", "0.2",
+        "mdispatch", *web.common(), "--in", SHARED, "--metrics-interval", "0.2",
     )  # fmt: skip
     web.wait_started()
     dispatcher.wait_for_log("mdispatch started")
@@ -45,6 +44,8 @@ def test_response_by_id_only_reaches_its_gateway(redis_env: RedisEnv, spawn: Spa
     for _ in threads:  # the test is a worker that knows only the request id
         raw = wait_until(lambda: redis_env.client.rpop(RAW), message="a request to answer")
         request = json.loads(raw)
+        assert redis_env.client.exists(f"{NS}:track:{request['id']}")
+        assert request["reply"].startswith(f"{NS}:res:")
         answer = {"id": request["id"], "status": 200, "body": f"for {request['url']}"}
         redis_env.client.lpush(SHARED, json.dumps(answer))
     for thread in threads:

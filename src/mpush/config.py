@@ -34,6 +34,7 @@ __all__ = [
     "MpushSettings",
     "RouterSettings",
     "StatusSettings",
+    "default_prefix",
     "load_settings",
     "overlay",
 ]
@@ -287,6 +288,11 @@ def normalise_keys(data: Mapping[str, Any], fields: set[str]) -> dict[str, Any]:
     return result
 
 
+def default_prefix(namespace: str | None, suffix: str, fallback: str) -> str:
+    """``<namespace>:<suffix>`` when there is a namespace, else ``fallback``."""
+    return f"{namespace}:{suffix}" if namespace else fallback
+
+
 def overlay(settings: S, values: Mapping[str, Any], *, origin: str) -> S:
     """``settings`` with ``values`` (e.g. from a Redis hash) filling the fields left at default.
 
@@ -317,8 +323,10 @@ class GatewaySettings(CommonSettings):
     host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0: all).")
     port: int = Field(8080, ge=0, le=65535, description="TCP port to listen on.")
     queue: str = Field("hgateway:req", min_length=1, description="The request queue.")
-    reply_prefix: str = Field(
-        "hgateway:res", min_length=1, description="Reply lists are <reply_prefix>:<instance>."
+    reply_prefix: str | None = Field(
+        None,
+        min_length=1,
+        description="Reply lists: <reply_prefix>:<instance> (default <ns>:res, or hgateway:res).",
     )
     timeout: float = Field(10.0, gt=0, le=3600, description="Seconds a request may take.")
     body_limit: int = Field(1_048_576, ge=0, description="Largest request body, bytes.")
@@ -366,8 +374,10 @@ class RouterSettings(CommonSettings):
     track: bool = Field(
         False, description="Register each request for mdispatch (handlers answering by id)."
     )
-    track_prefix: str = Field(
-        "mdispatch:req", min_length=1, description="Registrations are <track_prefix>:<id>."
+    track_prefix: str | None = Field(
+        None,
+        min_length=1,
+        description="Registrations: <track_prefix>:<id> (default <ns>:track, or mdispatch:req).",
     )
     batch: int = Field(500, ge=1, le=5000, description="Most messages per Redis round trip.")
 
@@ -378,8 +388,10 @@ class DispatchSettings(CommonSettings):
     cli_names: ClassVar[dict[str, str]] = {"input": "in"}
 
     input: str = Field("hgateway:res", min_length=1, description="The shared response list.")
-    track_prefix: str = Field(
-        "mdispatch:req", min_length=1, description="Registrations are <track_prefix>:<id>."
+    track_prefix: str | None = Field(
+        None,
+        min_length=1,
+        description="Registrations: <track_prefix>:<id> (default <ns>:track, or mdispatch:req).",
     )
     requests: str | None = Field(
         None, description="Also register the request messages of this list, then --forward them."

@@ -1,6 +1,7 @@
 """Registrations of requests in flight, for mdispatch to route responses that carry only an id.
 
-Key layout (``PREFIX`` is ``track_prefix``, default ``mdispatch:req``)::
+Key layout (``PREFIX`` is ``track_prefix``: ``<ns>:track`` by default, ``mdispatch:req`` without a
+namespace)::
 
     PREFIX:<request id>   string  JSON {"reply": LIST, "deadline": T, "ts": T0, "route": NAME}
                                   PXAT deadline + linger: kept a while past the deadline so that a

@@ -29,7 +29,7 @@ from typing import Any
 import uvicorn
 
 from mpush.backoff import Backoff
-from mpush.config import GatewaySettings, overlay
+from mpush.config import GatewaySettings, default_prefix, overlay
 from mpush.connection import AnyRedis, RedisTarget, is_transient
 from mpush.errors import ConfigError
 from mpush.http.exchange import METRIC, Exchange, QueueUnavailable
@@ -244,10 +244,13 @@ class Gateway:
         settings = self.settings
         assert self._socket is not None, "prepare() binds the socket"
         instance = str(ctx.instance_id) if ctx.instance_id is not None else secrets.token_hex(4)
+        reply_prefix = settings.reply_prefix or default_prefix(
+            settings.service_namespace, "res", "hgateway:res"
+        )
         exchange = Exchange(
             ctx.redis,
             queue=settings.queue,
-            reply=f"{settings.reply_prefix}:{instance}",
+            reply=f"{reply_prefix}:{instance}",
             id_prefix=instance,
             batch=settings.batch,
             pop_timeout=settings.pop_timeout,

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from mpush.backoff import Backoff
-from mpush.config import RouterSettings
+from mpush.config import RouterSettings, default_prefix
 from mpush.connection import AnyRedis, RedisTarget, is_transient
 from mpush.errors import ConfigError
 from mpush.http.messages import compact_json, error_response
@@ -60,6 +60,7 @@ class Router:
         self._live_source: list[str] | None = None
         ns = settings.service_namespace
         self.routes_key = settings.routes_key or (f"{ns}:routes" if ns else None)
+        self.track_prefix = settings.track_prefix or default_prefix(ns, "track", "mdispatch:req")
 
     def registry_info(self) -> Mapping[str, str]:
         queues = dict.fromkeys(route.queue for route in self.table.configured)
@@ -166,7 +167,7 @@ class Router:
             if self.settings.track:
                 registration = Registration.from_doc(doc, route.name)
                 if registration is not None:
-                    key = registration_key(self.settings.track_prefix, doc["id"])
+                    key = registration_key(self.track_prefix, doc["id"])
                     writes.registrations.append(
                         (key, registration.to_json(), registration.expire_at_ms())
                     )

@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from mpush.config import DispatchSettings
+from mpush.config import DispatchSettings, default_prefix
 from mpush.connection import AnyRedis, RedisTarget
 from mpush.http.messages import guess_id
 from mpush.runtime.batches import Writes, pump
@@ -50,6 +50,9 @@ class Dispatcher:
 
     def __init__(self, settings: DispatchSettings) -> None:
         self.settings = settings
+        self.track_prefix = settings.track_prefix or default_prefix(
+            settings.service_namespace, "track", "mdispatch:req"
+        )
 
     def registry_info(self) -> Mapping[str, str]:
         ins = [self.settings.input, *([self.settings.requests] if self.settings.requests else [])]
@@ -86,7 +89,7 @@ class Dispatcher:
 
     async def dispatch(self, ctx: Context, batch: list[bytes]) -> Writes:
         """Route a batch of responses to the reply lists of their registered requests."""
-        prefix = self.settings.track_prefix
+        prefix = self.track_prefix
         ids: list[str | None] = [_response_id(raw) for raw in batch]
         known = [request_id for request_id in ids if request_id is not None]
         found: dict[str | None, Any] = {}
@@ -124,7 +127,7 @@ class Dispatcher:
         """Register a batch of request messages and push them on to ``forward``."""
         assert self.settings.forward is not None
         assert self.settings.requests is not None
-        prefix = self.settings.track_prefix
+        prefix = self.track_prefix
         writes = Writes()
         for raw in batch:
             doc = _object(raw)
