@@ -161,8 +161,8 @@ class GatewayApp:
             "path": path,
             "query": query,
             "headers": headers,
-            "ts": round(now, 6),
-            "deadline": round(now + timeout, 6),
+            "ts": now,
+            "deadline": now + timeout,
             "reply": exchange.reply,
         }
         encode_body(body, doc)
