@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import secrets
 import socket
@@ -44,6 +45,7 @@ log = logging.getLogger(__name__)
 
 _HOP_BY_HOP = {b"content-length", b"transfer-encoding", b"connection", b"keep-alive"}
 _HEALTH_INTERVAL = 0.5
+_GC_THRESHOLDS = (20_000, 20, 20)  # fewer young-generation passes: requests allocate a lot
 
 
 def create(settings: GatewaySettings) -> Gateway:
@@ -271,6 +273,8 @@ class Gateway:
             timeout_graceful_shutdown=int(settings.drain) + 2,
         )
         server = _Server(config)
+        gc.freeze()  # what exists now lives as long as the process: keep it out of GC passes
+        gc.set_threshold(*_GC_THRESHOLDS)
         exchange_task = asyncio.create_task(exchange.run())
         health_task = asyncio.create_task(self._watch(ctx, exchange, health))
         serve_task = asyncio.create_task(server.serve(sockets=[self._socket]))
