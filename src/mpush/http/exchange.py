@@ -68,6 +68,7 @@ class Exchange:
         self._metrics = metrics
         self._outage = outage
         self._seq = itertools.count(1)
+        self._loop = asyncio.get_running_loop()
         self.pending: dict[str, asyncio.Future[Response]] = {}
         self._outbox: list[tuple[str, bytes]] = []
         self._wake = asyncio.Event()
@@ -81,7 +82,7 @@ class Exchange:
 
     def submit(self, request_id: str, message: bytes) -> asyncio.Future[Response]:
         """Queue ``message`` for the request queue; the future gets the response."""
-        future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Response] = self._loop.create_future()
         self.pending[request_id] = future
         self._idle.clear()
         self._outbox.append((request_id, message))

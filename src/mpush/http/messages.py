@@ -245,13 +245,18 @@ class Response:
     def from_json(cls, raw: bytes | str) -> Response:
         return cls.from_doc(_load(raw))
 
-    def header_pairs(self) -> list[tuple[bytes, bytes]]:
-        """Headers as ASGI pairs; names lower-cased, values as given (lists repeated)."""
+    def header_pairs(self, skip: frozenset[bytes] = frozenset()) -> list[tuple[bytes, bytes]]:
+        """Headers as ASGI pairs but those named in ``skip``; names lower-cased, values as given
+        (a list repeats the header)."""
         pairs: list[tuple[bytes, bytes]] = []
         for name, value in self.headers.items():
             key = name.lower().encode("latin-1")
-            for one in [value] if isinstance(value, str) else value:
-                pairs.append((key, one.encode("latin-1")))
+            if key in skip:
+                continue
+            if isinstance(value, str):
+                pairs.append((key, value.encode("latin-1")))
+            else:
+                pairs.extend((key, one.encode("latin-1")) for one in value)
         return pairs
 
 

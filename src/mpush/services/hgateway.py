@@ -43,7 +43,7 @@ __all__ = ["Gateway", "GatewayApp", "create"]
 
 log = logging.getLogger(__name__)
 
-_HOP_BY_HOP = {b"content-length", b"transfer-encoding", b"connection", b"keep-alive"}
+_HOP_BY_HOP = frozenset({b"content-length", b"transfer-encoding", b"connection", b"keep-alive"})
 _HEALTH_INTERVAL = 0.5
 _GC_THRESHOLDS = (20_000, 20, 20)  # fewer young-generation passes: requests allocate a lot
 
@@ -58,9 +58,6 @@ class Health:
     def __init__(self) -> None:
         self.consumers: int | None = None  # live instances consuming the queue; None: unknown
 
-    def no_consumer(self) -> bool:
-        return self.consumers == 0
-
 
 class GatewayApp:
     """The ASGI app: each HTTP request becomes a message; its response message the answer."""
@@ -73,6 +70,7 @@ class GatewayApp:
         self.metrics = metrics
         self.health = health
         self.draining = False
+        self._timeout = settings.timeout
         self._retry_after = [(b"retry-after", str(settings.retry_after).encode())]
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -85,7 +83,7 @@ class GatewayApp:
             log.exception("request failed inside the gateway")
             response, extra = error_response("-", 500, "Internal Server Error"), []
         try:
-            headers = [p for p in response.header_pairs() if p[0] not in _HOP_BY_HOP]
+            headers = response.header_pairs(_HOP_BY_HOP)
         except UnicodeEncodeError:
             self.metrics.incr(METRIC, "malformed")
             response, headers = error_response(response.id, 502, "Bad Gateway"), []
@@ -96,15 +94,11 @@ class GatewayApp:
         self.metrics.observe("hgateway:response", time.monotonic() - began, timeout=self._timeout)
         self.metrics.incr(METRIC, f"status:{response.status}")
 
-    @property
-    def _timeout(self) -> float:
-        return self.settings.timeout
-
     async def _answer(self, scope: Any, receive: Any) -> tuple[Response, list[Any]]:
         settings = self.settings
         if self.draining:
             return error_response("-", 503, "Service Unavailable"), self._retry_after
-        if self.health.no_consumer():
+        if self.health.consumers == 0:
             self.metrics.incr(METRIC, "no_consumer")
             return error_response("-", 503, "Service Unavailable"), self._retry_after
         if settings.queue_limit and self.exchange.queue_length > settings.queue_limit:
