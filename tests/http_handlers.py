@@ -38,3 +38,8 @@ def hello(request: Request) -> Response:
 
 def fails(request: Request) -> Response:
     raise RuntimeError("a handler bug with a secret in its message")
+
+
+def expiry(path: str, stat: os.stat_result) -> int | None:
+    """hfiler's programmable expiry in the tests: images live 42 s, the rest as configured."""
+    return 42 if path.startswith("img/") else None

@@ -73,6 +73,15 @@ class Web:
         for proc in self.handlers:
             proc.wait_for_log("handler started")
 
+    def wait_started_named(self, handler_log: str) -> None:
+        """Like wait_started, for handlers that log ``handler_log`` when ready."""
+        for proc in self.gateways:
+            proc.wait_for_log("listening on")
+        for proc in self.routers:
+            proc.wait_for_log("hrouter started")
+        for proc in self.handlers:
+            proc.wait_for_log(handler_log)
+
     def wait_serving(self, path: str = "/echo/probe") -> None:
         """Until every gateway answers ``path`` with 200 (registrations seen, routes loaded)."""
         for index in range(len(self.ports)):

@@ -27,6 +27,7 @@ from mpush import __version__
 from mpush.config import (
     CommonSettings,
     DispatchSettings,
+    FilerSettings,
     GatewaySettings,
     HandlerSettings,
     LpushSettings,
@@ -40,7 +41,7 @@ from mpush.errors import ConfigError, MpushError
 from mpush.http import handler
 from mpush.logs import configure_logging
 from mpush.runtime.runner import Service, run_service
-from mpush.services import hgateway, hrouter, lpush, mdispatch, mpush
+from mpush.services import hfiler, hgateway, hrouter, lpush, mdispatch, mpush
 
 __all__ = ["app", "main"]
 
@@ -153,6 +154,7 @@ service_command("hgateway", GatewaySettings, hgateway.create)
 service_command("hrouter", RouterSettings, hrouter.create)
 service_command("mdispatch", DispatchSettings, mdispatch.create)
 service_command("handler", HandlerSettings, handler.create)
+service_command("hfiler", FilerSettings, hfiler.create)
 
 
 @app.command()

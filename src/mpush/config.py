@@ -27,6 +27,7 @@ __all__ = [
     "ENV_PREFIX",
     "CommonSettings",
     "DispatchSettings",
+    "FilerSettings",
     "GatewaySettings",
     "HandlerSettings",
     "LpushSettings",
@@ -417,3 +418,48 @@ class HandlerSettings(CommonSettings):
     )
     concurrency: int = Field(64, ge=1, description="Most requests handled at once.")
     batch: int = Field(100, ge=1, le=5000, description="Most messages per Redis round trip.")
+
+
+class FilerSettings(CommonSettings):
+    """hfiler: static files over HTTP messages, loaded into Redis once and served from there."""
+
+    cli_names: ClassVar[dict[str, str]] = {"input": "in"}
+
+    input: str = Field("hfiler:req", min_length=1, description="The queue of request messages.")
+    root: Path = Field(..., description="The directory served.")
+    prefix: str = Field("/", description="URL path prefix removed before mapping to a file.")
+    index: list[str] = Field(
+        default_factory=lambda: ["index.html"], description="Index file of a directory."
+    )
+    ttl: int = Field(300, ge=1, description="Seconds a file stays in Redis (default expiry).")
+    ttl_pattern: list[str] = Field(
+        default_factory=list, description="GLOB=SECONDS: expiry of matching paths; first wins."
+    )
+    expiry: str | None = Field(
+        None,
+        pattern=r"^[\w.]+:[\w.]+$",
+        description="module:function(path, stat) returning seconds (None: the default).",
+    )
+    max_age: int | None = Field(
+        None, ge=0, description="Cache-Control max-age (default: the file's expiry)."
+    )
+    gzip: bool = Field(False, description="Keep a gzip variant of compressible files.")
+    gzip_min: int = Field(256, ge=0, description="Smallest file worth compressing, bytes.")
+    max_size: int = Field(10_485_760, ge=1, description="Largest file served, bytes.")
+    cache_prefix: str | None = Field(
+        None, min_length=1, description="Files are <cache_prefix>:<path> (default <ns>:hfiler)."
+    )
+    concurrency: int = Field(64, ge=1, description="Most requests handled at once.")
+    batch: int = Field(100, ge=1, le=5000, description="Most messages per Redis round trip.")
+
+    @model_validator(mode="after")
+    def _check(self) -> FilerSettings:
+        if not self.root.is_dir():
+            raise ValueError(f"root: {str(self.root)!r} is not a directory")
+        if not self.prefix.startswith("/"):
+            raise ValueError(f"prefix: {self.prefix!r} must start with /")
+        for spec in self.ttl_pattern:
+            glob, sep, seconds = spec.rpartition("=")
+            if not sep or not glob or not seconds.isdigit() or int(seconds) < 1:
+                raise ValueError(f"ttl_pattern: {spec!r} is not GLOB=SECONDS")
+        return self

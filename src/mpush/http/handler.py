@@ -37,7 +37,15 @@ from mpush.runtime.metrics import Metrics
 from mpush.runtime.runner import Context
 from mpush.runtime.shutdown import Shutdown
 
-__all__ = ["Handle", "HandlerLoop", "HandlerService", "create", "load_handler"]
+__all__ = [
+    "Handle",
+    "HandlerLoop",
+    "HandlerService",
+    "create",
+    "load_callable",
+    "load_handler",
+    "serve_requests",
+]
 
 log = logging.getLogger(__name__)
 
@@ -154,20 +162,26 @@ def _answer_address(raw: bytes) -> tuple[str, str] | None:
     return None
 
 
-def load_handler(spec: str) -> Handle:
-    """The callable named ``module:function``; ConfigError('handler', …) when it is not there."""
+def load_callable(spec: str, setting: str) -> Callable[..., Any]:
+    """The callable named ``module:function``; ConfigError(setting, …) when it is not there."""
     module_name, _, attribute = spec.partition(":")
     try:
         target: Any = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigError("handler", f"cannot import {module_name!r}: {exc}") from None
+        raise ConfigError(setting, f"cannot import {module_name!r}: {exc}") from None
     for part in attribute.split("."):
         target = getattr(target, part, None)
         if target is None:
-            raise ConfigError("handler", f"{spec!r}: {module_name} has no {attribute!r}")
+            raise ConfigError(setting, f"{spec!r}: {module_name} has no {attribute!r}")
     if not callable(target):
-        raise ConfigError("handler", f"{spec!r} is not callable")
-    handle: Handle = target
+        raise ConfigError(setting, f"{spec!r} is not callable")
+    found: Callable[..., Any] = target
+    return found
+
+
+def load_handler(spec: str) -> Handle:
+    """The handler named ``module:function``; ConfigError('handler', …) when it is not there."""
+    handle: Handle = load_callable(spec, "handler")
     return handle
 
 
@@ -187,17 +201,29 @@ class HandlerService:
         return None
 
     async def run(self, ctx: Context) -> None:
-        loop = HandlerLoop(
-            ctx.redis,
-            self.settings.input,
-            self.handle,
-            metrics=ctx.metrics,
-            outage=ctx.outage,
-            batch=self.settings.batch,
-            concurrency=self.settings.concurrency,
-            pop_timeout=self.settings.pop_timeout,
-        )
-        await loop.run(ctx.shutdown)
+        settings = self.settings
+        await serve_requests(
+            ctx, settings.input, self.handle, name=self.name, batch=settings.batch,
+            concurrency=settings.concurrency, pop_timeout=settings.pop_timeout,
+        )  # fmt: skip
+
+
+async def serve_requests(
+    ctx: Context,
+    queue: str,
+    handle: Handle,
+    *,
+    name: str,
+    batch: int,
+    concurrency: int,
+    pop_timeout: float,
+) -> None:
+    """Serve the request messages of ``queue`` with ``handle`` until the service stops."""
+    loop = HandlerLoop(
+        ctx.redis, queue, handle, metrics=ctx.metrics, outage=ctx.outage, name=name,
+        batch=batch, concurrency=concurrency, pop_timeout=pop_timeout,
+    )  # fmt: skip
+    await loop.run(ctx.shutdown)
 
 
 def create(settings: HandlerSettings) -> HandlerService:
