@@ -32,6 +32,7 @@ from mpush.config import (
     HandlerSettings,
     LpushSettings,
     MpushSettings,
+    QuerySettings,
     RouterSettings,
     StatusSettings,
     load_settings,
@@ -41,7 +42,7 @@ from mpush.errors import ConfigError, MpushError
 from mpush.http import handler
 from mpush.logs import configure_logging
 from mpush.runtime.runner import Service, run_service
-from mpush.services import hfiler, hgateway, hrouter, lpush, mdispatch, mpush
+from mpush.services import hfiler, hgateway, hrouter, lpush, mdispatch, mpush, rquery
 
 __all__ = ["app", "main"]
 
@@ -155,6 +156,7 @@ service_command("hrouter", RouterSettings, hrouter.create)
 service_command("mdispatch", DispatchSettings, mdispatch.create)
 service_command("handler", HandlerSettings, handler.create)
 service_command("hfiler", FilerSettings, hfiler.create)
+service_command("rquery", QuerySettings, rquery.create)
 
 
 @app.command()

@@ -33,6 +33,7 @@ __all__ = [
     "LpushSettings",
     "MoverSettings",
     "MpushSettings",
+    "QuerySettings",
     "RouterSettings",
     "StatusSettings",
     "default_prefix",
@@ -462,4 +463,31 @@ class FilerSettings(CommonSettings):
             glob, sep, seconds = spec.rpartition("=")
             if not sep or not glob or not seconds.isdigit() or int(seconds) < 1:
                 raise ValueError(f"ttl_pattern: {spec!r} is not GLOB=SECONDS")
+        return self
+
+
+class QuerySettings(CommonSettings):
+    """rquery: read Redis data over HTTP, under allowed key prefixes only."""
+
+    cli_names: ClassVar[dict[str, str]] = {"input": "in"}
+
+    input: str = Field("rquery:req", min_length=1, description="The queue of request messages.")
+    allow: list[str] = Field(..., min_length=1, description="A key prefix that may be read.")
+    write: list[str] = Field(
+        default_factory=list, description="A key prefix where POST set/lpush are enabled."
+    )
+    prefix: str = Field("/", description="URL path prefix removed before the command.")
+    max_items: int = Field(1000, ge=1, le=100_000, description="Most items in one answer.")
+    concurrency: int = Field(64, ge=1, description="Most requests handled at once.")
+    batch: int = Field(100, ge=1, le=5000, description="Most messages per Redis round trip.")
+
+    @model_validator(mode="after")
+    def _check(self) -> QuerySettings:
+        if any(not p for p in self.allow):
+            raise ValueError("allow: an empty prefix would allow every key")
+        for writable in self.write:
+            if not writable or not any(writable.startswith(p) for p in self.allow):
+                raise ValueError(f"write: {writable!r} is not under an allowed prefix")
+        if not self.prefix.startswith("/"):
+            raise ValueError(f"prefix: {self.prefix!r} must start with /")
         return self
