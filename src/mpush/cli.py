@@ -33,6 +33,7 @@ from mpush.config import (
     LpushSettings,
     MpushSettings,
     QuerySettings,
+    RenderSettings,
     RouterSettings,
     StatusSettings,
     load_settings,
@@ -42,7 +43,7 @@ from mpush.errors import ConfigError, MpushError
 from mpush.http import handler
 from mpush.logs import configure_logging
 from mpush.runtime.runner import Service, run_service
-from mpush.services import hfiler, hgateway, hrouter, lpush, mdispatch, mpush, rquery
+from mpush.services import hfiler, hgateway, hrender, hrouter, lpush, mdispatch, mpush, rquery
 
 __all__ = ["app", "main"]
 
@@ -157,6 +158,7 @@ service_command("mdispatch", DispatchSettings, mdispatch.create)
 service_command("handler", HandlerSettings, handler.create)
 service_command("hfiler", FilerSettings, hfiler.create)
 service_command("rquery", QuerySettings, rquery.create)
+service_command("hrender", RenderSettings, hrender.create)
 
 
 @app.command()

@@ -34,6 +34,7 @@ __all__ = [
     "MoverSettings",
     "MpushSettings",
     "QuerySettings",
+    "RenderSettings",
     "RouterSettings",
     "StatusSettings",
     "default_prefix",
@@ -490,4 +491,32 @@ class QuerySettings(CommonSettings):
                 raise ValueError(f"write: {writable!r} is not under an allowed prefix")
         if not self.prefix.startswith("/"):
             raise ValueError(f"prefix: {self.prefix!r} must start with /")
+        return self
+
+
+class RenderSettings(CommonSettings):
+    """hrender: HTML pages rendered with Jinja2 from request data and Redis data."""
+
+    cli_names: ClassVar[dict[str, str]] = {"input": "in"}
+
+    input: str = Field("hrender:req", min_length=1, description="The queue of request messages.")
+    templates: Path | None = Field(None, description="Directory of trusted templates.")
+    templates_key: str | None = Field(
+        None, description="Redis hash of templates, rendered sandboxed (default <ns>:templates)."
+    )
+    page: list[str] = Field(
+        ..., min_length=1, description="A page 'ROUTE TEMPLATE [NAME=KEY ...]' ($param in KEY)."
+    )
+    max_items: int = Field(1000, ge=1, description="Most items read from one Redis key.")
+    concurrency: int = Field(64, ge=1, description="Most requests handled at once.")
+    batch: int = Field(100, ge=1, le=5000, description="Most messages per Redis round trip.")
+
+    @model_validator(mode="after")
+    def _check(self) -> RenderSettings:
+        if self.templates is not None and not self.templates.is_dir():
+            raise ValueError(f"templates: {str(self.templates)!r} is not a directory")
+        for spec in self.page:
+            parts = spec.split()
+            if len(parts) < 2 or any("=" not in part for part in parts[2:]):
+                raise ValueError(f"page: {spec!r} is not 'ROUTE TEMPLATE [NAME=KEY ...]'")
         return self
