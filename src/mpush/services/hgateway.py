@@ -88,7 +88,9 @@ class GatewayApp:
             self.metrics.incr(METRIC, "malformed")
             response, headers = error_response(response.id, 502, "Bad Gateway"), []
             headers = response.header_pairs()
-        headers += [(b"content-length", str(len(response.body)).encode()), *extra]
+        if response.status not in (204, 304):  # those have no body, so no length to give
+            headers.append((b"content-length", str(len(response.body)).encode()))
+        headers += extra
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": response.body})
         self.metrics.observe("hgateway:response", time.monotonic() - began, timeout=self._timeout)
