@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup redis lint typecheck test test-fast demo bench clean
+.PHONY: setup redis lint typecheck test test-fast demo bench bench-http clean
 
 setup: $(STAMP) redis
 
@@ -37,6 +37,9 @@ demo: setup
 
 bench: setup
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+bench-http: setup
+	$(BIN)/python bench/http.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .tmp .demo

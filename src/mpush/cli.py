@@ -26,6 +26,10 @@ from rich.console import Console
 from mpush import __version__
 from mpush.config import (
     CommonSettings,
+    DispatchSettings,
+    FilerSettings,
+    GatewaySettings,
+    HandlerSettings,
     LpushSettings,
     MbalanceSettings,
     MdedupeSettings,
@@ -37,16 +41,33 @@ from mpush.config import (
     NdeployRequestSettings,
     NdeployRollbackSettings,
     NdeployServeSettings,
+    QuerySettings,
+    RenderSettings,
+    RouterSettings,
     StatusSettings,
     load_settings,
 )
 from mpush.connection import connect, parse_redis_url
 from mpush.deploy import commands as ndeploy_commands
 from mpush.errors import ConfigError, MpushError
+from mpush.http import handler
 from mpush.logs import configure_logging
 from mpush.runtime.monitor import MonitorService
 from mpush.runtime.runner import Service, run_service
-from mpush.services import lpush, mbalance, mdedupe, mpush, mthrottle, ndeploy
+from mpush.services import (
+    hfiler,
+    hgateway,
+    hrender,
+    hrouter,
+    lpush,
+    mbalance,
+    mdedupe,
+    mdispatch,
+    mpush,
+    mthrottle,
+    ndeploy,
+    rquery,
+)
 
 __all__ = ["app", "main"]
 
@@ -212,6 +233,14 @@ service_command("monitor", MonitorSettings, MonitorService)
 service_command("mbalance", MbalanceSettings, mbalance.create)
 service_command("mdedupe", MdedupeSettings, mdedupe.create)
 service_command("mthrottle", MthrottleSettings, mthrottle.create)
+
+service_command("hgateway", GatewaySettings, hgateway.create)
+service_command("hrouter", RouterSettings, hrouter.create)
+service_command("mdispatch", DispatchSettings, mdispatch.create)
+service_command("handler", HandlerSettings, handler.create)
+service_command("hfiler", FilerSettings, hfiler.create)
+service_command("rquery", QuerySettings, rquery.create)
+service_command("hrender", RenderSettings, hrender.create)
 
 ndeploy_app = typer.Typer(
     name="ndeploy",

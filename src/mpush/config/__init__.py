@@ -18,7 +18,18 @@ from mpush.config.base import (
     MpushSettings,
     StatusSettings,
     TrackingSettings,
+    default_prefix,
     load_settings,
+    overlay,
+)
+from mpush.config.http import (
+    DispatchSettings,
+    FilerSettings,
+    GatewaySettings,
+    HandlerSettings,
+    QuerySettings,
+    RenderSettings,
+    RouterSettings,
 )
 from mpush.config.ndeploy import (
     NdeployListSettings,
@@ -38,6 +49,10 @@ from mpush.config.routing import (
 __all__ = [
     "ENV_PREFIX",
     "CommonSettings",
+    "DispatchSettings",
+    "FilerSettings",
+    "GatewaySettings",
+    "HandlerSettings",
     "LpushSettings",
     "MbalanceSettings",
     "MdedupeSettings",
@@ -51,8 +66,13 @@ __all__ = [
     "NdeployRollbackSettings",
     "NdeployServeSettings",
     "NdeploySettings",
+    "QuerySettings",
+    "RenderSettings",
+    "RouterSettings",
     "RoutingSettings",
     "StatusSettings",
     "TrackingSettings",
+    "default_prefix",
     "load_settings",
+    "overlay",
 ]

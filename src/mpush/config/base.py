@@ -32,7 +32,9 @@ __all__ = [
     "MpushSettings",
     "StatusSettings",
     "TrackingSettings",
+    "default_prefix",
     "load_settings",
+    "overlay",
 ]
 
 ENV_PREFIX = "MPUSH_"
@@ -377,3 +379,31 @@ def normalise_keys(data: Mapping[str, Any], fields: set[str]) -> dict[str, Any]:
             continue
         result[name] = [value] if name == "out" and isinstance(value, str) else value
     return result
+
+
+def default_prefix(namespace: str | None, suffix: str, fallback: str) -> str:
+    """``<namespace>:<suffix>`` when there is a namespace, else ``fallback``."""
+    return f"{namespace}:{suffix}" if namespace else fallback
+
+
+def overlay(settings: S, values: Mapping[str, Any], *, origin: str) -> S:
+    """``settings`` with ``values`` (e.g. from a Redis hash) filling the fields left at default.
+
+    Fields set by a flag, the environment or the config file keep their values; unknown keys and
+    bad values raise ConfigError naming ``origin`` and the key.
+    """
+    cls = type(settings)
+    fields = set(cls.model_fields)
+    found = normalise_keys(values, fields)
+    unknown = sorted(set(found) - fields)
+    if unknown:
+        raise ConfigError(f"{origin} {unknown[0]}", "unknown setting")
+    given = settings.model_dump(include=settings.model_fields_set)
+    merged = {**{k: v for k, v in found.items() if k not in given}, **given}
+    try:
+        return cls(**merged)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(part) for part in err["loc"]) or "settings"
+        where = f"{origin} {key}" if key in found else key
+        raise ConfigError(where, err["msg"].removeprefix("Value error, ")) from None

@@ -70,7 +70,9 @@ class Metrics:
         """Record one value: count, sum, max, and a histogram bucket when ``timeout`` is given."""
         if not self.enabled:
             return
-        entry = self._pending.setdefault(name, _Pending())
+        entry = self._pending.get(name)
+        if entry is None:  # not setdefault: that would build a _Pending on every call
+            entry = self._pending[name] = _Pending()
         entry.count += 1
         entry.total += value
         if entry.peak is None or value > entry.peak:
@@ -82,7 +84,10 @@ class Metrics:
         """Add ``amount`` to the plain counter field ``counter`` of metric ``name``."""
         if not self.enabled or amount == 0:
             return
-        self._pending.setdefault(name, _Pending()).fields[counter] += amount
+        entry = self._pending.get(name)
+        if entry is None:
+            entry = self._pending[name] = _Pending()
+        entry.fields[counter] += amount
 
     async def flush(self) -> None:
         """Write everything gathered; on failure keep it for the next flush and re-raise."""

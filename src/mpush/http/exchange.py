@@ -1,0 +1,189 @@
+"""Request/response over Redis lists for one process: what hgateway waits on.
+
+``submit`` queues a request message and returns a future for its response. A single writer task
+pushes everything queued with one multi-value ``LPUSH`` per round trip (requests arriving while a
+push is in flight go in the next one), and a single reader task pops batches from this instance's
+reply list and resolves the futures by request id. So a thousand waiting requests cost two Redis
+connections, not a thousand blocked ones.
+
+Responses for ids nobody waits for (late, or unknown) are dropped and counted. A response that is
+not valid JSON per the contract is counted and set aside on ``<reply>:bad`` (the newest 100); when
+its id can still be read, the waiting request gets a 502.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+
+from mpush.backoff import Backoff, Outage
+from mpush.connection import AnyRedis, is_transient
+from mpush.http.messages import MessageError, Response, error_response, guess_id
+from mpush.runtime.batches import Writes, pump
+from mpush.runtime.metrics import Metrics
+from mpush.runtime.shutdown import Shutdown
+
+__all__ = ["Exchange", "QueueUnavailable"]
+
+log = logging.getLogger(__name__)
+
+METRIC = "hgateway"
+
+
+class QueueUnavailable(Exception):
+    """The request could not be pushed: Redis is unreachable."""
+
+
+class _Closed(Shutdown):
+    """The exchange's own stop latch: it outlives the service's shutdown while requests drain."""
+
+    def request(self, reason: str, exit_code: int = 0) -> None:
+        self.reason = reason
+        self._event.set()
+
+
+class Exchange:
+    """Pushes request messages to ``queue``; matches responses popped from ``reply``."""
+
+    def __init__(
+        self,
+        redis: AnyRedis,
+        *,
+        queue: str,
+        reply: str,
+        id_prefix: str,
+        batch: int,
+        pop_timeout: float,
+        metrics: Metrics,
+        outage: Outage,
+    ) -> None:
+        self._redis = redis
+        self.queue = queue
+        self.reply = reply
+        self._prefix = id_prefix
+        self._batch = batch
+        self._pop_timeout = pop_timeout
+        self._metrics = metrics
+        self._outage = outage
+        self._seq = itertools.count(1)
+        self._loop = asyncio.get_running_loop()
+        self.pending: dict[str, asyncio.Future[Response]] = {}
+        self._outbox: list[tuple[str, bytes]] = []
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._stop = _Closed()
+        self.queue_length = 0
+        self.queue_length_at = 0.0
+
+    def new_id(self) -> str:
+        return f"{self._prefix}-{next(self._seq)}"
+
+    def submit(self, request_id: str, message: bytes) -> asyncio.Future[Response]:
+        """Queue ``message`` for the request queue; the future gets the response."""
+        future: asyncio.Future[Response] = self._loop.create_future()
+        self.pending[request_id] = future
+        self._idle.clear()
+        self._outbox.append((request_id, message))
+        self._wake.set()
+        return future
+
+    def forget(self, request_id: str) -> None:
+        """Stop waiting for ``request_id`` (answered otherwise, or timed out)."""
+        self.pending.pop(request_id, None)
+        if not self.pending:
+            self._idle.set()
+
+    async def wait_idle(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for every pending request to be answered; True if they were."""
+        if not self.pending:
+            return True
+        try:
+            async with asyncio.timeout(seconds):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def answer_all(self) -> int:
+        """Resolve every pending request with a 503 (at the end of a drain); return how many."""
+        count = 0
+        for request_id, future in list(self.pending.items()):
+            if not future.done():
+                future.set_result(error_response(request_id, 503, "Service Unavailable"))
+                count += 1
+        self.pending.clear()
+        return count
+
+    async def run(self) -> None:
+        """Run the writer and the reader until ``close``."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._write_loop())
+            group.create_task(self._read_loop())
+
+    def close(self) -> None:
+        self._stop.request("request/response exchange closed")
+        self._wake.set()
+
+    async def _write_loop(self) -> None:
+        backoff = Backoff()
+        while not self._stop.requested:
+            if not self._outbox:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            taken, self._outbox = self._outbox[: self._batch], self._outbox[self._batch :]
+            try:
+                length = await self._redis.lpush(self.queue, *[message for _, message in taken])
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                self._outage.failed(exc)
+                for request_id, _ in taken:
+                    future = self.pending.get(request_id)
+                    if future is not None and not future.done():
+                        future.set_exception(QueueUnavailable(str(exc)))
+                await self._stop.sleep(backoff.next_delay())
+                continue
+            self._outage.recovered()
+            backoff.reset()
+            self.note_length(int(length))
+
+    def note_length(self, length: int) -> None:
+        self.queue_length = length
+        self.queue_length_at = time.monotonic()
+
+    async def _read_loop(self) -> None:
+        await pump(
+            self._redis,
+            self.reply,
+            self._resolve,
+            count=self._batch,
+            pop_timeout=self._pop_timeout,
+            shutdown=self._stop,
+            outage=self._outage,
+        )
+
+    async def _resolve(self, batch: list[bytes]) -> Writes:
+        writes = Writes()
+        for raw in batch:
+            try:
+                response = Response.from_json(raw)
+            except MessageError as exc:
+                writes.set_aside(f"{self.reply}:bad", raw)
+                self._metrics.incr(METRIC, "malformed")
+                request_id = guess_id(raw)
+                log.debug("malformed response (%s) for id %s", exc, request_id)
+                if request_id is not None:
+                    self._deliver(error_response(request_id, 502, "Bad Gateway"))
+                continue
+            self._deliver(response)
+        return writes
+
+    def _deliver(self, response: Response) -> None:
+        future = self.pending.pop(response.id, None)
+        if future is None or future.done():
+            self._metrics.incr(METRIC, "late")
+            return
+        future.set_result(response)

@@ -1,0 +1,278 @@
+"""The HTTP message contract (SPEC §4): request and response documents as JSON, version 1.
+
+A request message, built by hgateway and pushed to the request queue::
+
+    {"v": 1, "id": "7-42", "method": "GET", "url": "/hello/ann?x=1", "path": "/hello/ann",
+     "query": "x=1", "headers": {"host": "localhost:8080", "accept": "*/*"},
+     "body": "", "ts": 1767225600.125, "deadline": 1767225610.125, "reply": "hgateway:res:7"}
+
+- ``headers``: lower-case names; repeated headers are joined with ", " (cookies with "; ").
+- ``body``: text when the bytes are UTF-8, else base64 with ``"base64": true``.
+- ``ts`` and ``deadline``: absolute times, Unix epoch seconds (floats). A handler may skip work
+  whose deadline has passed: nobody waits for its answer any more.
+- ``reply``: the list the response goes to, owned by the gateway instance holding the connection.
+- hrouter adds ``"route": NAME`` and ``"params": {...}`` (the regex's named groups).
+
+A response message, pushed by a handler to ``reply`` (or to the shared response list, for mdispatch
+to route by id)::
+
+    {"v": 1, "id": "7-42", "status": 200, "headers": {"content-type": "text/plain"}, "body": "hi"}
+
+Only ``id`` and ``status`` are required; ``headers`` values are strings or lists of strings (for
+repeated headers such as set-cookie); ``body`` follows the request's text/base64 rule. Anything else
+is a ``MessageError`` naming the field.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "VERSION",
+    "MessageError",
+    "Request",
+    "Response",
+    "compact_json",
+    "decode_body",
+    "encode_body",
+    "error_response",
+    "guess_id",
+]
+
+VERSION = 1
+compact_json = orjson.dumps  # compact JSON as UTF-8 bytes, several times faster than json
+_ID_PATTERN = re.compile(rb'"id"\s*:\s*"((?:[^"\\]|\\.){1,200})"')
+
+
+class MessageError(ValueError):
+    """A message that does not follow the contract; the text names the field."""
+
+
+def encode_body(body: bytes, doc: dict[str, Any]) -> None:
+    """Put ``body`` into ``doc``: as text when it is UTF-8, else base64 with ``base64: true``."""
+    if not body:
+        return
+    try:
+        doc["body"] = body.decode("utf-8")
+    except UnicodeDecodeError:
+        doc["body"] = base64.b64encode(body).decode("ascii")
+        doc["base64"] = True
+
+
+def decode_body(doc: Mapping[str, Any]) -> bytes:
+    """The body bytes of a decoded message document."""
+    body = doc.get("body", "")
+    if body is None:
+        return b""
+    if not isinstance(body, str):
+        raise MessageError("body: must be a string")
+    if doc.get("base64"):
+        try:
+            return base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise MessageError("body: not valid base64") from None
+    return body.encode("utf-8")
+
+
+def _load(raw: bytes | str) -> dict[str, Any]:
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise MessageError(f"not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise MessageError("not a JSON object")
+    version = doc.get("v", VERSION)
+    if version != VERSION:
+        raise MessageError(f"v: unsupported version {version!r} (this is version {VERSION})")
+    return doc
+
+
+def _text(doc: Mapping[str, Any], name: str) -> str:
+    value = doc.get(name)
+    if not isinstance(value, str) or not value:
+        raise MessageError(f"{name}: required, a non-empty string")
+    return value
+
+
+def _number(doc: Mapping[str, Any], name: str) -> float:
+    value = doc.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise MessageError(f"{name}: required, a number (epoch seconds)")
+    return float(value)
+
+
+def _headers(doc: Mapping[str, Any], *, lists: bool) -> dict[str, Any]:
+    headers = doc.get("headers")
+    if headers is None:
+        return {}
+    if not isinstance(headers, dict):
+        raise MessageError("headers: must be an object of name: value")
+    for name, value in headers.items():
+        if isinstance(value, str):
+            continue
+        if lists and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            continue
+        raise MessageError(f"headers.{name}: must be a string" + (" or strings" if lists else ""))
+    return headers
+
+
+@dataclass
+class Request:
+    """One HTTP request as a message. ``doc`` keeps any extra fields a producer added."""
+
+    id: str
+    method: str
+    url: str
+    reply: str
+    deadline: float
+    ts: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    route: str | None = None
+    params: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def path(self) -> str:
+        return self.url.partition("?")[0]
+
+    @property
+    def query(self) -> str:
+        return self.url.partition("?")[2]
+
+    @property
+    def timeout(self) -> float:
+        """The time the gateway gave this request, seconds (deadline − ts)."""
+        return max(self.deadline - self.ts, 0.0)
+
+    def to_doc(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "v": VERSION,
+            "id": self.id,
+            "method": self.method,
+            "url": self.url,
+            "path": self.path,
+            "query": self.query,
+            "headers": self.headers,
+            "ts": self.ts,
+            "deadline": self.deadline,
+            "reply": self.reply,
+        }
+        encode_body(self.body, doc)
+        if self.route is not None:
+            doc["route"] = self.route
+            doc["params"] = self.params
+        return doc
+
+    def to_json(self) -> bytes:
+        return compact_json(self.to_doc())
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> Request:
+        params = doc.get("params") or {}
+        if not isinstance(params, dict):
+            raise MessageError("params: must be an object")
+        route = doc.get("route")
+        return cls(
+            id=_text(doc, "id"),
+            method=_text(doc, "method"),
+            url=_text(doc, "url"),
+            reply=_text(doc, "reply"),
+            deadline=_number(doc, "deadline"),
+            ts=float(doc.get("ts") or 0.0),
+            headers=_headers(doc, lists=False),
+            body=decode_body(doc),
+            route=route if isinstance(route, str) else None,
+            params={str(k): str(v) for k, v in params.items()},
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Request:
+        return cls.from_doc(_load(raw))
+
+
+@dataclass
+class Response:
+    """One HTTP response as a message."""
+
+    id: str
+    status: int = 200
+    headers: dict[str, str | list[str]] = field(default_factory=dict)
+    body: bytes = b""
+
+    @classmethod
+    def text(cls, request_id: str, text: str, status: int = 200) -> Response:
+        return cls(request_id, status, {"content-type": "text/plain; charset=utf-8"}, text.encode())
+
+    @classmethod
+    def json(cls, request_id: str, data: Any, status: int = 200) -> Response:
+        body = compact_json(data)
+        return cls(request_id, status, {"content-type": "application/json"}, body)
+
+    def to_doc(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "v": VERSION,
+            "id": self.id,
+            "status": self.status,
+            "headers": self.headers,
+        }
+        encode_body(self.body, doc)
+        return doc
+
+    def to_json(self) -> bytes:
+        return compact_json(self.to_doc())
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> Response:
+        status = doc.get("status")
+        if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+            raise MessageError("status: required, an integer HTTP status 100…599")
+        return cls(
+            id=_text(doc, "id"),
+            status=status,
+            headers=_headers(doc, lists=True),
+            body=decode_body(doc),
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Response:
+        return cls.from_doc(_load(raw))
+
+    def header_pairs(self, skip: frozenset[bytes] = frozenset()) -> list[tuple[bytes, bytes]]:
+        """Headers as ASGI pairs but those named in ``skip``; names lower-cased, values as given
+        (a list repeats the header)."""
+        pairs: list[tuple[bytes, bytes]] = []
+        for name, value in self.headers.items():
+            key = name.lower().encode("latin-1")
+            if key in skip:
+                continue
+            if isinstance(value, str):
+                pairs.append((key, value.encode("latin-1")))
+            else:
+                pairs.extend((key, one.encode("latin-1")) for one in value)
+        return pairs
+
+
+def error_response(request_id: str, status: int, reason: str) -> Response:
+    """A short plain-text error response (never a stack trace)."""
+    return Response.text(request_id, f"{status} {reason}\n", status)
+
+
+def guess_id(raw: bytes | str) -> str | None:
+    """The ``id`` of a message too broken to decode, when it can still be read, else None."""
+    data = raw.encode("utf-8", "replace") if isinstance(raw, str) else raw
+    match = _ID_PATTERN.search(data)
+    if match is None:
+        return None
+    try:
+        value = json.loads(b'"' + match.group(1) + b'"')
+    except ValueError:
+        return None
+    return value if isinstance(value, str) else None

@@ -1,0 +1,131 @@
+"""Serving a list in batches: what hrouter, mdispatch and every handler run.
+
+``pump`` takes up to ``count`` messages from the tail (the oldest) of a list, hands them to a
+function that returns the ``Writes`` they lead to (pushes to other lists, registrations, messages
+set aside), and sends those writes *together with the next pop* in one pipeline: under load each
+batch costs one round trip. When the list is empty it blocks (``BLMPOP`` on Redis ≥ 7.0, else
+``BRPOP``) for up to ``pop_timeout`` seconds, so shutdown is never far.
+
+The pops are destructive: this suits messages with a deadline (HTTP requests and responses). If the
+process dies holding a batch, nobody could use those messages after their deadline anyway, and the
+waiting side answers at the deadline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.exceptions as rex
+
+from mpush.backoff import Backoff, Outage
+from mpush.connection import AnyRedis, is_transient
+from mpush.runtime.shutdown import Shutdown
+
+__all__ = ["Writes", "pop_batch", "pump"]
+
+SET_ASIDE = 100  # newest messages kept on a ``<list>:bad`` list
+
+_no_blmpop: set[int] = set()
+
+
+@dataclass
+class Writes:
+    """Writes a batch leads to, sent in one pipeline (each command touches one key)."""
+
+    pushes: dict[str, list[bytes | str]] = field(default_factory=dict)
+    expire: dict[str, int] = field(default_factory=dict)
+    registrations: list[tuple[str, str, int]] = field(default_factory=list)  # key, value, PXAT
+    aside: dict[str, list[bytes | str]] = field(default_factory=dict)
+
+    def push(self, key: str, message: bytes | str) -> None:
+        self.pushes.setdefault(key, []).append(message)
+
+    def set_aside(self, key: str, message: bytes) -> None:
+        """Keep a malformed ``message`` on ``key`` (the newest SET_ASIDE of them)."""
+        self.aside.setdefault(key, []).append(message)
+
+    def __bool__(self) -> bool:
+        return bool(self.pushes or self.registrations or self.aside)
+
+    def apply(self, pipe: Any) -> None:
+        for key, value, expire_at_ms in self.registrations:
+            pipe.set(key, value, pxat=expire_at_ms)
+        for key, messages in self.pushes.items():
+            pipe.lpush(key, *messages)
+            if key in self.expire:
+                pipe.expire(key, self.expire[key])
+        for key, messages in self.aside.items():
+            pipe.lpush(key, *messages)
+            pipe.ltrim(key, 0, SET_ASIDE - 1)
+
+
+async def pop_batch(redis: AnyRedis, key: str, count: int, block: float) -> list[bytes]:
+    """Up to ``count`` messages from the right of ``key``, oldest first; [] after ``block`` s."""
+    wait: Any = block  # redis-py types timeouts as int; Redis takes decimals
+    if id(redis) not in _no_blmpop:
+        try:
+            found = await redis.execute_command("BLMPOP", wait, 1, key, "RIGHT", "COUNT", count)
+        except rex.ResponseError as exc:
+            if "unknown command" not in str(exc).lower():
+                raise
+            _no_blmpop.add(id(redis))  # Redis 6.2: no BLMPOP
+        else:
+            return list(found[1]) if found else []
+    batch: Any = await redis.rpop(key, count)
+    if batch:
+        return list(batch)
+    one: Any = await redis.brpop([key], wait)
+    return [one[1]] if one else []
+
+
+async def _write_and_pop(redis: AnyRedis, writes: Writes, key: str, count: int) -> list[bytes]:
+    async with redis.pipeline(transaction=False) as pipe:
+        writes.apply(pipe)
+        if count:
+            pipe.rpop(key, count)
+        results = await pipe.execute()
+    return list(results[-1] or []) if count else []
+
+
+async def pump(
+    redis: AnyRedis,
+    source: str,
+    handle: Callable[[list[bytes]], Awaitable[Writes]],
+    *,
+    count: int,
+    pop_timeout: float,
+    shutdown: Shutdown,
+    outage: Outage,
+) -> None:
+    """Serve ``source`` with ``handle`` until shutdown; Redis outages waited out with backoff.
+
+    The writes of the last batch are sent before returning. A transient error loses the writes in
+    hand (their messages had a deadline; the waiting side answers at it) and is retried.
+    """
+    backoff = Backoff()
+    writes = Writes()
+    while True:
+        try:
+            if shutdown.requested:
+                if writes:
+                    await _write_and_pop(redis, writes, source, 0)
+                return
+            batch: list[bytes] = []
+            if writes:
+                batch = await _write_and_pop(redis, writes, source, count)
+                writes = Writes()
+            if not batch:
+                batch = await pop_batch(redis, source, count, pop_timeout)
+            if batch:
+                writes = await handle(batch)
+            outage.recovered()
+            backoff.reset()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            writes = Writes()
+            outage.failed(exc)
+            if await shutdown.sleep(backoff.next_delay()):
+                return

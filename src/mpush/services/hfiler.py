@@ -1,0 +1,274 @@
+"""hfiler: static files over HTTP messages, loaded into Redis once and served from Redis.
+
+Each file is one hash ``<cache_prefix>:<path>`` with its bytes, an optional gzip variant, a content
+hash (the ETag, the same on every replica), its mtime and size, and an EXPIRE chosen per file: the
+``--expiry`` callable's answer, else the first matching ``--ttl-pattern``, else ``--ttl``. Each
+request stats the file: a changed mtime or size reloads it, so edits show without a restart.
+
+Answers: 200 with Content-Type, Cache-Control, Last-Modified, ETag, Accept-Ranges (gzip when the
+client accepts it, with ``Vary: Accept-Encoding``); 304 on If-None-Match / If-Modified-Since; 206
+for a satisfiable single Range, 416 for an unsatisfiable one; 404 for anything not a regular file
+under the root (``..``, encoded slashes, symlinks out); 405 for methods other than GET and HEAD.
+A file over ``--max-size`` is refused (404) with a warning naming it and the limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import gzip
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mpush.config import FilerSettings, default_prefix
+from mpush.connection import AnyRedis, RedisTarget
+from mpush.http.files import (
+    compressible,
+    content_type,
+    http_date,
+    not_modified,
+    parse_range,
+    resolve,
+)
+from mpush.http.handler import load_callable, serve_requests
+from mpush.http.messages import Request, Response, error_response
+from mpush.runtime.metrics import Metrics
+from mpush.runtime.runner import Context
+
+__all__ = ["Filer", "create"]
+
+log = logging.getLogger(__name__)
+
+METRIC = "hfiler"
+
+
+def create(settings: FilerSettings) -> Filer:
+    expiry = load_callable(settings.expiry, "expiry") if settings.expiry else None
+    return Filer(settings, expiry)
+
+
+@dataclass(frozen=True)
+class Asset:
+    """A file as stored in Redis."""
+
+    body: bytes
+    gzipped: bytes | None
+    etag: str  # quoted, the identity representation's
+    mtime_ns: int
+    size: int
+    kind: str
+    ttl: int
+
+    @property
+    def gzip_etag(self) -> str:
+        return self.etag[:-1] + '-gz"'
+
+    def to_hash(self) -> dict[str, bytes | str | int]:
+        fields: dict[str, bytes | str | int] = {
+            "body": self.body,
+            "etag": self.etag,
+            "mtime_ns": self.mtime_ns,
+            "size": self.size,
+            "type": self.kind,
+            "ttl": self.ttl,
+        }
+        if self.gzipped is not None:
+            fields["gzip"] = self.gzipped
+        return fields
+
+    @classmethod
+    def from_hash(cls, raw: Mapping[Any, Any]) -> Asset | None:
+        try:
+            return cls(
+                body=raw[b"body"],
+                gzipped=raw.get(b"gzip"),
+                etag=raw[b"etag"].decode(),
+                mtime_ns=int(raw[b"mtime_ns"]),
+                size=int(raw[b"size"]),
+                kind=raw[b"type"].decode(),
+                ttl=int(raw[b"ttl"]),
+            )
+        except (KeyError, ValueError):
+            return None
+
+
+class Filer:
+    """The hfiler service."""
+
+    name = "hfiler"
+
+    def __init__(
+        self, settings: FilerSettings, expiry: Callable[[str, os.stat_result], Any] | None
+    ) -> None:
+        self.settings = settings
+        self._expiry = expiry
+        self._patterns = [
+            (glob, int(seconds))
+            for glob, _, seconds in (spec.rpartition("=") for spec in settings.ttl_pattern)
+        ]
+        self.cache_prefix = settings.cache_prefix or default_prefix(
+            settings.service_namespace, "hfiler", "hfiler"
+        )
+        self._too_large: set[str] = set()
+        self._redis: AnyRedis | None = None
+        self._metrics = Metrics.disabled()
+
+    def registry_info(self) -> Mapping[str, str]:
+        return {"in": self.settings.input, "root": str(self.settings.root)}
+
+    async def prepare(self, redis: AnyRedis, target: RedisTarget) -> None:
+        return None
+
+    async def run(self, ctx: Context) -> None:
+        self._redis, self._metrics = ctx.redis, ctx.metrics
+        settings = self.settings
+        await serve_requests(
+            ctx, settings.input, self.handle, name=self.name, batch=settings.batch,
+            concurrency=settings.concurrency, pop_timeout=settings.pop_timeout,
+        )  # fmt: skip
+
+    async def handle(self, request: Request) -> Response:
+        if request.method not in ("GET", "HEAD"):
+            response = error_response(request.id, 405, "Method Not Allowed")
+            response.headers["allow"] = "GET, HEAD"
+            return response
+        found = resolve(
+            self.settings.root,
+            request.path,
+            prefix=self.settings.prefix,
+            index=tuple(self.settings.index),
+        )
+        if found is None:
+            self._metrics.incr(METRIC, "notfound")
+            return error_response(request.id, 404, "Not Found")
+        path, relative = found
+        asset = await self._asset(path, relative)
+        if asset is None:
+            self._metrics.incr(METRIC, "notfound")
+            return error_response(request.id, 404, "Not Found")
+        return self._answer(request, asset)
+
+    async def _asset(self, path: Path, relative: str) -> Asset | None:
+        """The file's asset: from Redis when current there, else loaded into Redis now."""
+        assert self._redis is not None
+        try:
+            stat = path.stat()  # noqa: ASYNC240 - a local stat takes microseconds
+        except OSError:
+            return None
+        if stat.st_size > self.settings.max_size:
+            if relative not in self._too_large:
+                self._too_large.add(relative)
+                log.warning(
+                    "%s is %d bytes, over max_size %d: not served",
+                    relative,
+                    stat.st_size,
+                    self.settings.max_size,
+                )
+            return None
+        key = f"{self.cache_prefix}:{relative}"
+        stored = Asset.from_hash(await self._redis.hgetall(key))
+        current = (stat.st_mtime_ns, stat.st_size)
+        if stored is not None and (stored.mtime_ns, stored.size) == current:
+            self._metrics.incr(METRIC, "hit")
+            return stored
+        asset = await asyncio.to_thread(self._load, path, relative, stat)
+        if asset is None:
+            return None
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            pipe.hset(key, mapping=asset.to_hash())  # type: ignore[arg-type]
+            pipe.expire(key, asset.ttl)
+            await pipe.execute()
+        self._metrics.incr(METRIC, "loaded")
+        return asset
+
+    def _load(self, path: Path, relative: str, stat: os.stat_result) -> Asset | None:
+        try:
+            body = path.read_bytes()
+        except OSError as exc:
+            log.warning("cannot read %s: %s", relative, exc.strerror)
+            return None
+        kind = content_type(relative)
+        gzipped = None
+        if self.settings.gzip and len(body) >= self.settings.gzip_min and compressible(kind):
+            gzipped = gzip.compress(body, compresslevel=6, mtime=0)
+        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        return Asset(
+            body, gzipped, etag, stat.st_mtime_ns, len(body), kind, self._ttl(relative, stat)
+        )
+
+    def _ttl(self, relative: str, stat: os.stat_result) -> int:
+        if self._expiry is not None:
+            try:
+                chosen = self._expiry(relative, stat)
+            except Exception:
+                log.exception("the expiry function failed on %s: using the default", relative)
+                chosen = None
+            if chosen is not None:
+                return max(1, int(chosen))
+        for glob, seconds in self._patterns:
+            if fnmatch.fnmatch(relative, glob):
+                return seconds
+        return self.settings.ttl
+
+    def _answer(self, request: Request, asset: Asset) -> Response:
+        headers: dict[str, str | list[str]] = {
+            "content-type": asset.kind,
+            "cache-control": f"public, max-age={self._max_age(asset)}",
+            "last-modified": http_date(asset.mtime_ns / 1e9),
+            "accept-ranges": "bytes",
+        }
+        if asset.gzipped is not None:
+            headers["vary"] = "Accept-Encoding"
+        use_gzip = asset.gzipped is not None and _accepts_gzip(request.headers)
+        etag = asset.gzip_etag if use_gzip else asset.etag
+        headers["etag"] = etag
+        tags = (asset.etag, asset.gzip_etag) if asset.gzipped is not None else (asset.etag,)
+        if not_modified(request.headers, tags, asset.mtime_ns / 1e9):
+            self._metrics.incr(METRIC, "not_modified")
+            return Response(request.id, 304, headers)
+        wanted = request.headers.get("range")
+        if wanted is not None and _if_range_holds(request.headers, asset):
+            chosen = parse_range(wanted, asset.size)
+            if chosen is False:
+                headers["content-range"] = f"bytes */{asset.size}"
+                return Response(request.id, 416, headers)
+            if chosen is not None and not isinstance(chosen, bool):
+                headers["content-range"] = chosen.content_range(asset.size)
+                headers["etag"] = asset.etag
+                self._metrics.incr(METRIC, "partial")
+                return Response(request.id, 206, headers, asset.body[chosen.start : chosen.end + 1])
+        if use_gzip and asset.gzipped is not None:
+            headers["content-encoding"] = "gzip"
+            return Response(request.id, 200, headers, asset.gzipped)
+        return Response(request.id, 200, headers, asset.body)
+
+    def _max_age(self, asset: Asset) -> int:
+        return self.settings.max_age if self.settings.max_age is not None else asset.ttl
+
+
+def _accepts_gzip(headers: Mapping[str, str]) -> bool:
+    for part in headers.get("accept-encoding", "").split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip().lower() not in ("gzip", "*"):
+            continue
+        quality = 1.0
+        for param in params.split(";"):
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        return quality > 0
+    return False
+
+
+def _if_range_holds(headers: Mapping[str, str], asset: Asset) -> bool:
+    validator = headers.get("if-range")
+    return validator is None or validator.strip() == asset.etag
