@@ -29,13 +29,14 @@ from mpush.config import (
     LpushSettings,
     MpushSettings,
     StatusSettings,
+    VpushSettings,
     load_settings,
 )
 from mpush.connection import connect, parse_redis_url
 from mpush.errors import ConfigError, MpushError
 from mpush.logs import configure_logging
 from mpush.runtime.runner import Service, run_service
-from mpush.services import lpush, mpush
+from mpush.services import lpush, mpush, vpush
 
 __all__ = ["app", "main"]
 
@@ -149,6 +150,7 @@ def _run_service(
 
 service_command("mpush", MpushSettings, mpush.create)
 service_command("lpush", LpushSettings, lpush.create)
+service_command("vpush", VpushSettings, vpush.create)
 
 
 @app.command()

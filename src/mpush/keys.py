@@ -12,6 +12,18 @@ Everything else lives under a *service namespace* ``NS`` (for example ``demo:mpu
     NS:service:ids         list    instance ids, newest first, trimmed to service_capacity entries
     NS:metrics:<name>      hash    count, sum, max, histo0 … histo100 and plain counters
 
+vpush keeps its route state beside its queues, so it needs no namespace (``IN`` is the input list
+on the source Redis, ``OUT`` the output list on the destination)::
+
+    IN:vpush:lease         string  "<token> <owner>" of the active mover; PX lease_ttl, renewed
+    IN:vpush:inflight      list    the claimed batch, oldest first, until the destination confirms
+    IN:vpush:state         hash    epoch (random, made once), token (fencing counter), seq (last
+                                   message id handed out), base (id of the in-flight batch's first
+                                   message), claimed (ms time of its claim)
+    OUT:vpush:<epoch>      hash    on the destination: token (highest fencing token seen), seq (last
+                                   message id applied), fenced (writes refused); EXPIRE
+                                   dedupe_window
+
 On Redis Cluster every key of one atomic operation must hash to one slot. A namespace with a hash
 tag, such as ``{demo}:mpush``, keeps all of a namespace's keys on one node; queue names take the
 same tag (``{demo}:in``, ``{demo}:out0``).
@@ -26,7 +38,7 @@ from redis.crc import key_slot as _key_slot
 
 from mpush.errors import ConfigError
 
-__all__ = ["ServiceKeys", "check_same_slot", "hash_tag", "key_slot"]
+__all__ = ["ServiceKeys", "VpushKeys", "check_same_slot", "hash_tag", "key_slot"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +64,34 @@ class ServiceKeys:
     @property
     def metrics_pattern(self) -> str:
         return f"{self.namespace}:metrics:*"
+
+
+@dataclass(frozen=True)
+class VpushKeys:
+    """The route state of one vpush input list (source side) and output list (destination)."""
+
+    input: str
+    out: str
+
+    @property
+    def lease(self) -> str:
+        return f"{self.input}:vpush:lease"
+
+    @property
+    def inflight(self) -> str:
+        return f"{self.input}:vpush:inflight"
+
+    @property
+    def state(self) -> str:
+        return f"{self.input}:vpush:state"
+
+    @property
+    def source(self) -> tuple[str, str, str, str]:
+        """Every source key, for the slot check: lease, input, in-flight, state."""
+        return (self.lease, self.input, self.inflight, self.state)
+
+    def dedupe(self, epoch: str) -> str:
+        return f"{self.out}:vpush:{epoch}"
 
 
 def key_slot(key: str) -> int:
