@@ -196,7 +196,7 @@ class Mover:
                 self.metrics.incr(_MOVED, "takeovers")
                 return True
             if not announced:
-                log.info("standing by: the lease of %s is held by %s", self.keys.input, state.holder)
+                log.info("standing by: %s holds the lease of %s", state.holder, self.keys.input)
                 announced = True
             await self.shutdown.sleep(min(state.wait + 0.005, self.settings.lease_ttl / 2))
         return False
@@ -347,7 +347,7 @@ def with_provenance(message: bytes, source: str, moved_at_ms: int) -> bytes:
 
     A ``meta`` that is present but not an object is left alone (and so is the message).
     """
-    if not message.lstrip()[:1] == b"{":
+    if message.lstrip()[:1] != b"{":
         return message
     try:
         doc = json.loads(message)
