@@ -323,7 +323,7 @@ class VpushSettings(CommonSettings):
             raise ValueError(f"out: {self.input!r} on the same Redis is the input list")
         if self.pop_timeout >= self.lease_ttl:
             raise ValueError(
-                f"lease_ttl ({self.lease_ttl:g}s) must be longer than "
-                f"pop_timeout ({self.pop_timeout:g}s)"
+                f"lease_ttl: {self.lease_ttl:g}s must be longer than "
+                f"pop_timeout ({self.pop_timeout:g}s), or the lease lapses while idle"
             )
         return self

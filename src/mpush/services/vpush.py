@@ -198,7 +198,8 @@ class Mover:
             if not announced:
                 log.info("standing by: %s holds the lease of %s", state.holder, self.keys.input)
                 announced = True
-            await self.shutdown.sleep(min(state.wait + 0.005, self.settings.lease_ttl / 2))
+            # Wake at the holder's expiry, and every pop_timeout to notice a clean release.
+            await self.shutdown.sleep(min(state.wait + 0.005, self.settings.pop_timeout))
         return False
 
     async def _active(self) -> None:
