@@ -154,9 +154,7 @@ def test_moves_in_order_exactly_once(
     assert 0 < dest.client.ttl(dest.state_key()) <= 604800, "the dedupe state expires"
 
 
-def test_lone_messages_and_binary_payloads(
-    redis_env: RedisEnv, dest: Dest, spawn: Spawner
-) -> None:
+def test_lone_messages_and_binary_payloads(redis_env: RedisEnv, dest: Dest, spawn: Spawner) -> None:
     start(spawn, redis_env, dest.url)
     for msg in ("one", "two"):
         redis_env.client.lpush(IN, msg)
@@ -264,9 +262,7 @@ def test_kill9_active_mover_five_times_with_two_replicas(
     assert kills == 5
 
 
-def test_paused_mover_late_write_is_fenced(
-    redis_env: RedisEnv, dest: Dest, spawn: Spawner
-) -> None:
+def test_paused_mover_late_write_is_fenced(redis_env: RedisEnv, dest: Dest, spawn: Spawner) -> None:
     """SIGSTOP the active mover with a write in flight, past its lease; a standby takes over;
     the late write then reaches the destination and is refused there."""
     proxy = StallingProxy(dest.server.port).start()
@@ -297,7 +293,8 @@ def test_paused_mover_late_write_is_fenced(
         paused.signal(signal.SIGCONT)
         assert_exact(redis_env, dest, msgs)
         paused.wait_for_log("standing down")
-        assert paused.alive and standby.alive
+        assert paused.alive
+        assert standby.alive
         assert active_pid(redis_env) == standby.pid
     finally:
         proxy.close()
@@ -378,7 +375,8 @@ def test_cross_slot_keys_refused_on_cluster(redis_env: RedisEnv, dest: Dest) -> 
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert "plain:vpush:lease" in result.stderr and "hash tag" in result.stderr
+    assert "plain:vpush:lease" in result.stderr
+    assert "hash tag" in result.stderr
 
 
 def test_cross_slot_destination_refused(redis_env: RedisEnv, dest: Dest) -> None:
@@ -390,7 +388,8 @@ def test_cross_slot_destination_refused(redis_env: RedisEnv, dest: Dest) -> None
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert "destination side" in result.stderr and "plain:vpush:<epoch>" in result.stderr
+    assert "destination side" in result.stderr
+    assert "plain:vpush:<epoch>" in result.stderr
 
 
 def test_destination_list_of_wrong_type_is_a_config_error(

@@ -304,7 +304,10 @@ class VpushSettings(CommonSettings):
         10.0, ge=0.5, le=3600, description="Seconds a dead mover's lease lasts before takeover."
     )
     out_timeout: float = Field(
-        5.0, gt=0, le=300, description="Seconds before a stalled destination counts as down."
+        5.0,
+        gt=0,
+        le=300,
+        description="Seconds before a stalled call to either Redis counts as an outage.",
     )
     dedupe_window: int = Field(
         604800,

@@ -20,41 +20,48 @@ local holder = redis.call('GET', KEYS[1])
 if not holder or string.match(holder, '^%d+') ~= ARGV[1] then
   return {0}
 end
-local epoch = redis.call('HGET', KEYS[4], 'epoch')
+local state = redis.call('HMGET', KEYS[4], 'epoch', 'base', 'claimed', 'seq')
+local epoch, base, claimed, seq = state[1], state[2], state[3], tonumber(state[4] or '0')
 if not epoch then
   epoch = ARGV[4]
   redis.call('HSET', KEYS[4], 'epoch', epoch)
 end
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local acked, age = 0, 0
-if ARGV[2] ~= '' and redis.call('HGET', KEYS[4], 'base') == ARGV[2] then
+local acked, age, empty = 0, 0, false
+if ARGV[2] ~= '' and base == ARGV[2] then
   acked = redis.call('LLEN', KEYS[3])
-  age = now - tonumber(redis.call('HGET', KEYS[4], 'claimed') or now)
+  age = now - tonumber(claimed or now)
   redis.call('DEL', KEYS[3])
-  redis.call('HDEL', KEYS[4], 'base', 'claimed')
+  base, empty = false, true
 end
 local batch = tonumber(ARGV[3])
-if batch == 0 then
-  return {1, epoch, 0, acked, age, redis.call('LLEN', KEYS[2])}
+local msgs = {}
+if batch > 0 then
+  msgs = redis.call('LRANGE', KEYS[3], 0, -1)
+  empty = #msgs == 0
 end
-local msgs = redis.call('LRANGE', KEYS[3], 0, -1)
-local base = redis.call('HGET', KEYS[4], 'base')
-if #msgs == 0 then
-  msgs = redis.call('RPOP', KEYS[2], batch)
-  if not msgs then
-    return {1, epoch, 0, acked, age, 0}
+if batch > 0 and #msgs == 0 then
+  if batch == 1 then
+    local msg = redis.call('LMOVE', KEYS[2], KEYS[3], 'RIGHT', 'RIGHT')
+    msgs = msg and {msg} or {}
+  else
+    msgs = redis.call('RPOP', KEYS[2], batch) or {}
+    if #msgs > 0 then
+      redis.call('RPUSH', KEYS[3], unpack(msgs))
+    end
   end
-  redis.call('RPUSH', KEYS[3], unpack(msgs))
-  base = nil
+  base = false
 end
-if not base then
+if #msgs > 0 and not base then
   -- ids are consecutive: the batch takes the next #msgs of them
-  base = redis.call('HINCRBY', KEYS[4], 'seq', #msgs) - #msgs + 1
-  base = string.format('%.0f', base)
-  redis.call('HSET', KEYS[4], 'base', base, 'claimed', string.format('%.0f', now))
+  base = string.format('%.0f', seq + 1)
+  redis.call('HSET', KEYS[4], 'seq', string.format('%.0f', seq + #msgs), 'base', base,
+    'claimed', string.format('%.0f', now))
+elseif empty and #msgs == 0 and state[2] then
+  redis.call('HDEL', KEYS[4], 'base', 'claimed')
 end
-local reply = {1, epoch, tonumber(base), acked, age, redis.call('LLEN', KEYS[2])}
+local reply = {1, epoch, tonumber(base or '0'), acked, age, redis.call('LLEN', KEYS[2])}
 for i = 1, #msgs do
   reply[6 + i] = msgs[i]
 end

@@ -12,12 +12,13 @@
 --
 -- Returns {1, applied, skipped}, or {0, token} when refused: that newer token has written here.
 local token = tonumber(ARGV[1])
-local seen = tonumber(redis.call('HGET', KEYS[2], 'token') or '0')
+local state = redis.call('HMGET', KEYS[2], 'token', 'seq')
+local seen = tonumber(state[1] or '0')
 if token < seen then
   redis.call('HINCRBY', KEYS[2], 'fenced', 1)
   return {0, seen}
 end
-local last = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0')
+local last = tonumber(state[2] or '0')
 local base = tonumber(ARGV[2])
 local first = 4 + math.max(0, last - base + 1)
 local applied = 0
@@ -25,9 +26,8 @@ if first <= #ARGV then
   -- oldest first: LPUSH of the sequence leaves the oldest nearest the tail
   redis.call('LPUSH', KEYS[1], unpack(ARGV, first, #ARGV))
   applied = #ARGV - first + 1
-  redis.call('HSET', KEYS[2], 'seq', string.format('%.0f', base + #ARGV - 4))
-end
-if token > seen then
+  redis.call('HSET', KEYS[2], 'token', ARGV[1], 'seq', string.format('%.0f', base + #ARGV - 4))
+elseif token > seen then
   redis.call('HSET', KEYS[2], 'token', ARGV[1])
 end
 local window = tonumber(ARGV[3])

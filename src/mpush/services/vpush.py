@@ -40,13 +40,13 @@ from mpush.connection import (
     connect,
     describe_url,
     is_transient,
-    load_lua,
     parse_redis_url,
 )
 from mpush.errors import ConfigError
 from mpush.keys import VpushKeys, check_same_slot
 from mpush.runtime.lease import Lease
 from mpush.runtime.metrics import Metrics
+from mpush.runtime.pinned import PinnedScript
 from mpush.runtime.runner import Context
 from mpush.runtime.stage import wait_for_input
 
@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 # Error replies that mean "not now" rather than "never": retried like a lost connection.
 _RETRYABLE_REPLIES = ("OOM", "BUSY", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN", "CLUSTERDOWN")
 _RELEASE_TIMEOUT = 2.0
+_LAG_EVERY = 0.1  # seconds between samples of the input's length (a gauge, not per message)
 _MOVED = "vpush_moved"
 
 
@@ -102,24 +103,27 @@ class VpushService:
                 raise ConfigError(setting, f"{key!r} holds a Redis {kind}, not a {wanted}")
 
     async def run(self, ctx: Context) -> None:
-        settings = self.settings
-        dest = connect(
-            self.out_target,
-            socket_timeout=settings.out_timeout,
-            connect_timeout=settings.out_timeout,
-        )
+        # The mover's own clients: each of its calls is bounded as a whole by asyncio.timeout
+        # rather than per socket operation (on Python 3.11 redis-py wraps every send in a task
+        # when socket_timeout is set, which costs as much as the call itself).
+        timeout = self.settings.out_timeout
+        source = connect(ctx.target, socket_timeout=None, connect_timeout=timeout)
+        dest = connect(self.out_target, socket_timeout=None, connect_timeout=timeout)
+        mover = Mover(self.settings, self.keys, ctx, source, dest)
         try:
-            await Mover(settings, self.keys, ctx, dest).run()
+            await mover.run()
         finally:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(dest.aclose(), _RELEASE_TIMEOUT)
+            await mover.close()
+            for client in (source, dest):
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(client.aclose(), _RELEASE_TIMEOUT)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Batch:
     """Messages to deliver, oldest first; the first has id ``base``, the others follow by one."""
 
-    epoch: str
+    epoch: bytes
     base: int
     messages: Sequence[bytes]
 
@@ -154,7 +158,12 @@ class Mover:
     """Stands by until it holds the lease, then claims and delivers batches until it loses it."""
 
     def __init__(
-        self, settings: VpushSettings, keys: VpushKeys, ctx: Context, dest: AnyRedis
+        self,
+        settings: VpushSettings,
+        keys: VpushKeys,
+        ctx: Context,
+        source: AnyRedis,
+        dest: AnyRedis,
     ) -> None:
         self.settings = settings
         self.keys = keys
@@ -165,8 +174,15 @@ class Mover:
         if ctx.instance_id is not None:
             owner += f":{ctx.instance_id}"
         self.lease = Lease(ctx.redis, keys.lease, keys.state, owner=owner, ttl=settings.lease_ttl)
-        self._claim = ctx.redis.register_script(load_lua("vpush_claim"))
-        self._deliver = dest.register_script(load_lua("vpush_deliver"))
+        self._source = source
+        # The hot path: one call to each side per batch, each over a connection of its own.
+        self._claim = PinnedScript(source, "vpush_claim")
+        self._deliver = PinnedScript(dest, "vpush_deliver")
+        self._source_keys = [key.encode() for key in keys.source]
+        self._dest_keys: dict[bytes, list[bytes]] = {}
+        self._lag_at = 0.0
+        # A stalled server counts as down after this long (a blocking wait adds pop_timeout).
+        self._timeout = settings.out_timeout
         cap = min(5.0, settings.lease_ttl / 3)
         self.source = _Link(ctx.outage, ctx.metrics, "vpush_outage_source", cap)
         dest_outage = Outage(f"destination redis {describe_url(settings.out_redis)}", log)
@@ -178,6 +194,11 @@ class Mover:
     async def run(self) -> None:
         while await self._standby():
             await self._active()
+
+    async def close(self) -> None:
+        for script in (self._claim, self._deliver):
+            with contextlib.suppress(Exception):
+                await script.close()
 
     async def _standby(self) -> bool:
         """Wait until we hold the lease (True) or shutdown is requested (False)."""
@@ -252,9 +273,8 @@ class Mover:
             if token is None:
                 return None
             try:
-                reply = await self._claim(
-                    keys=self.keys.source, args=[token, ack, batch, self._epoch]
-                )
+                async with asyncio.timeout(self._timeout):
+                    reply = await self._claim(self._source_keys, (token, ack, batch, self._epoch))
             except Exception as exc:
                 if not is_transient(exc):
                     raise
@@ -269,19 +289,21 @@ class Mover:
                 self.lease.token = None
                 lost.set()
                 return None
-            acked, age_ms, lag = int(reply[3]), int(reply[4]), int(reply[5])
-            if acked:
-                self.metrics.observe(
-                    "vpush_inflight_age", age_ms / 1000, timeout=self.settings.lease_ttl
-                )
-            if batch:
-                self.metrics.observe("vpush_lag", lag)
-            return Batch(_text(reply[1]), int(reply[2]), reply[6:])
+            if reply[3]:  # acknowledged: how long that batch was in flight
+                age = int(reply[4]) / 1000
+                self.metrics.observe("vpush_inflight_age", age, timeout=self.settings.lease_ttl)
+            now = time.monotonic()
+            if batch and now - self._lag_at >= _LAG_EVERY:
+                self._lag_at = now
+                self.metrics.observe("vpush_lag", int(reply[5]))
+            return Batch(reply[1], int(reply[2]), reply[6:])
 
     async def _wait_for_input(self) -> None:
         """Block until the input has a message or pop_timeout passes; holds nothing."""
+        pop_timeout = self.settings.pop_timeout
         try:
-            await wait_for_input(self.ctx.redis, self.keys.input, self.settings.pop_timeout)
+            async with asyncio.timeout(pop_timeout + self._timeout):
+                await wait_for_input(self._source, self.keys.input, pop_timeout)
         except Exception as exc:
             if not is_transient(exc):
                 raise
@@ -298,11 +320,12 @@ class Mover:
         if self.settings.provenance:
             moved_at = int(time.time() * 1000)
             messages = [with_provenance(m, self._source_label, moved_at) for m in messages]
-        keys = [self.keys.out, self.keys.dedupe(batch.epoch)]
+        keys = self._dest_keys.get(batch.epoch) or self._dedupe_keys(batch.epoch)
         args: list[Any] = [token, batch.base, self.settings.dedupe_window, *messages]
         while True:
             try:
-                reply = await self._deliver(keys=keys, args=args)
+                async with asyncio.timeout(self._timeout):
+                    reply = await self._deliver(keys, args)
             except Exception as exc:
                 if not _retryable(exc):
                     if "WRONGTYPE" in str(exc):
@@ -333,8 +356,15 @@ class Mover:
         applied, skipped = int(reply[1]), int(reply[2])
         if applied:
             self.metrics.observe(_MOVED, applied, timeout=self.settings.batch)
-        self.metrics.incr(_MOVED, "duplicates", skipped)
+        if skipped:
+            self.metrics.incr(_MOVED, "duplicates", skipped)
         return True
+
+    def _dedupe_keys(self, epoch: bytes) -> list[bytes]:
+        """The destination's keys for the route epoch ``epoch``: out list, dedupe state."""
+        keys = [self.keys.out.encode(), self.keys.dedupe(_text(epoch)).encode()]
+        self._dest_keys = {epoch: keys}  # one epoch at a time
+        return keys
 
 
 def _retryable(exc: BaseException) -> bool:
