@@ -43,7 +43,7 @@ from mpush.connection import (
     parse_redis_url,
 )
 from mpush.errors import ConfigError
-from mpush.keys import VpushKeys, check_same_slot
+from mpush.keys import VpushKeys, check_same_slot, key_slot
 from mpush.runtime.lease import Lease
 from mpush.runtime.metrics import Metrics
 from mpush.runtime.pinned import PinnedScript
@@ -87,10 +87,10 @@ class VpushService:
 
     async def prepare(self, redis: AnyRedis, target: RedisTarget) -> None:
         if target.cluster:
-            check_same_slot(self.keys.source, what="vpush's source side (claim and acknowledge)")
+            _same_slot("in", self.keys.source, "source side (claim and acknowledge)")
         if self.out_target.cluster:
-            keys = [self.keys.out, self.keys.dedupe("<epoch>")]
-            check_same_slot(keys, what="vpush's destination side (push and dedupe)")
+            keys = (self.keys.out, self.keys.dedupe("<epoch>"))
+            _same_slot("out", keys, "destination side (push and dedupe)")
         expected = {
             self.keys.input: ("in", "list"),
             self.keys.inflight: ("in", "list"),
@@ -365,6 +365,21 @@ class Mover:
         keys = [self.keys.out.encode(), self.keys.dedupe(_text(epoch)).encode()]
         self._dest_keys = {epoch: keys}  # one epoch at a time
         return keys
+
+
+def _same_slot(setting: str, keys: Sequence[str], side: str) -> None:
+    """ConfigError naming the keys and the fix when vpush's keys of one side span Cluster slots."""
+    try:
+        check_same_slot(keys, what=f"vpush's {side}")
+    except ConfigError:
+        named = keys[1] if setting == "in" else keys[0]  # the list the user names
+        listing = ", ".join(f"{key} (slot {key_slot(key)})" for key in keys)
+        raise ConfigError(
+            setting,
+            f"vpush's {side} needs all its keys in one Redis Cluster hash slot, but {listing}. "
+            f"They are all named after the {setting} list: give it a hash tag and the rest "
+            f"follows, e.g. --{setting} '{{{named}}}'",
+        ) from None
 
 
 def _retryable(exc: BaseException) -> bool:
