@@ -269,11 +269,11 @@ def test_paused_mover_late_write_is_fenced(redis_env: RedisEnv, dest: Dest, spaw
     try:
         paused = start(spawn, redis_env, proxy.url, "--out-timeout", "10")
         paused.wait_for_log("active mover")
-        msgs = messages(3000)
-        push(redis_env, msgs)
-        wait_until(lambda: dest.client.llen(OUT) >= 100, message="the first mover delivers")
         standby = start(spawn, redis_env, dest.url)
         standby.wait_for_log("standing by")
+        msgs = messages(4000)
+        producer = produce(redis_env, msgs, seconds=4.0)  # keeps the active mover mid-write
+        wait_until(lambda: dest.client.llen(OUT) >= 100, message="the first mover delivers")
         proxy.stall()
         wait_until(lambda: proxy.held_bytes() > 0, message="a write held by the proxy")
         paused.signal(signal.SIGSTOP)
@@ -291,6 +291,7 @@ def test_paused_mover_late_write_is_fenced(redis_env: RedisEnv, dest: Dest, spaw
             message="the late write refused",
         )
         paused.signal(signal.SIGCONT)
+        producer.join()
         assert_exact(redis_env, dest, msgs)
         paused.wait_for_log("standing down")
         assert paused.alive
@@ -327,12 +328,13 @@ def test_destination_down_ten_seconds_then_resumes(
 
 @pytest.mark.slow
 def test_source_restart_mid_run_resumes(redis_env: RedisEnv, dest: Dest, spawn: Spawner) -> None:
-    proc = start(spawn, redis_env, dest.url, "--batch", "20")
+    proc = start(spawn, redis_env, dest.url)  # one at a time: still busy when the source stops
     first, second = messages(5000), messages(5000, offset=5000)
     push(redis_env, first)
     wait_until(lambda: dest.client.llen(OUT) >= 500, message="some delivered")
     server = redis_env.server_for(IN)
     server.stop()
+    assert dest.client.llen(OUT) < len(first), "stopped mid-run"
     down_until = time.monotonic() + 3.0
     wait_until(lambda: time.monotonic() >= down_until, timeout=10, interval=0.2, message="3 s")
     server.start()
@@ -350,12 +352,12 @@ def test_stalled_destination_detected_by_timeout_and_recovered(
     try:
         proc = start(spawn, redis_env, proxy.url, "--batch", "5")
         msgs = messages(2000)
-        push(redis_env, msgs)
-        wait_until(lambda: dest.client.llen(OUT) >= 100, message="some delivered")
+        push(redis_env, msgs[:100])
+        wait_until(lambda: dest.client.llen(OUT) == 100, message="the first 100 delivered")
         proxy.stall()
+        push(redis_env, msgs[100:])
         proc.wait_for_log("unavailable (TimeoutError", timeout=10)
-        stalled_at = dest.client.llen(OUT)
-        assert stalled_at < len(msgs)
+        assert dest.client.llen(OUT) == 100, "nothing gets through a stalled proxy"
         proxy.resume()  # held writes arrive late; the retries after them are deduplicated
         proc.wait_for_log("back after", timeout=10)
         assert_exact(redis_env, dest, msgs)
