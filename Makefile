@@ -37,6 +37,7 @@ demo: setup
 
 bench: setup
 	$(BIN)/python bench/mpush.py
+	$(BIN)/python bench/vpush.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .tmp .demo
