@@ -42,7 +42,7 @@ from mpush.runtime.pinned import PinnedScript
 from mpush.runtime.runner import Context
 from mpush.runtime.stage import wait_for_input
 
-__all__ = ["Batch", "Bridge", "with_provenance"]
+__all__ = ["Batch", "Bridge", "retryable", "with_provenance"]
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ class Bridge:
             try:
                 state = await self.lease.acquire(self._floor)
             except Exception as exc:
-                if not is_transient(exc):
+                if not retryable(exc):
                     raise
                 await self.shutdown.sleep(self.source.failed(exc))
                 continue
@@ -210,7 +210,7 @@ class Bridge:
                 async with asyncio.timeout(self._timeout):
                     reply = await self._claim(self._source_keys, (token, ack, batch, self._epoch))
             except Exception as exc:
-                if not is_transient(exc):
+                if not retryable(exc):
                     raise
                 delay = self.source.failed(exc)
                 if self._stopping(lost):
@@ -239,7 +239,7 @@ class Bridge:
             async with asyncio.timeout(pop_timeout + self._timeout):
                 await wait_for_input(self._source, self.keys.input, pop_timeout)
         except Exception as exc:
-            if not is_transient(exc):
+            if not retryable(exc):
                 raise
             await self.shutdown.sleep(self.source.failed(exc))
             return
@@ -261,7 +261,7 @@ class Bridge:
                 async with asyncio.timeout(self._timeout):
                     reply = await self._deliver(keys, args)
             except Exception as exc:
-                if not _retryable(exc):
+                if not retryable(exc):
                     if "WRONGTYPE" in str(exc):
                         raise ConfigError(
                             "out", f"{self.keys.out!r} on the destination is not a list"
@@ -301,7 +301,8 @@ class Bridge:
         return keys
 
 
-def _retryable(exc: BaseException) -> bool:
+def retryable(exc: BaseException) -> bool:
+    """Transient failures, and error replies that mean "not now" (OOM, BUSY, …): retry them."""
     if is_transient(exc):
         return True
     return isinstance(exc, rex.ResponseError) and str(exc).startswith(_RETRYABLE_REPLIES)

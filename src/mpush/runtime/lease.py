@@ -93,7 +93,7 @@ class Lease:
         """Renew every ttl/3 until cancelled; set ``lost`` and return when the lease is gone.
 
         A renewal that cannot reach Redis is retried with backoff (logged through ``outage``);
-        each attempt is bounded by a third of the TTL, so a stalled connection does not hide the
+        each attempt is bounded by half the TTL, so a stalled connection does not hide the
         lease's expiry.
         """
         interval = self.ttl / 3
@@ -102,7 +102,7 @@ class Lease:
         while True:
             await asyncio.sleep(delay)
             try:
-                async with asyncio.timeout(interval):
+                async with asyncio.timeout(self.ttl / 2):
                     renewed = await self.renew()
             except Exception as exc:
                 if not is_transient(exc):
