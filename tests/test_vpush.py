@@ -19,7 +19,9 @@ from typing import Any
 import pytest
 import redis
 
+from mpush.config import VpushSettings, load_settings
 from mpush.connection import load_lua
+from mpush.errors import ConfigError
 from mpush.redisserver import RedisServer
 from tests.conftest import RedisEnv
 from tests.helpers import ServiceProcess, Spawner, run_cli, wait_until
@@ -419,3 +421,29 @@ def test_status_shows_the_route_and_metrics(
     assert report["queues"] == {IN: 0}, "the remote out list is not measured on the source"
     assert {"vpush_moved", "vpush_lag", "vpush_inflight_age"} <= set(report["metrics"])
     assert report["metrics"]["vpush_moved"]["takeovers"] >= 1
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ({}, "out_redis: required, set --out-redis"),
+        ({"out_redis": "redis://h:1", "out": ["a", "b"]}, "out: vpush moves to exactly one list"),
+        ({"out_redis": "redis://h:1", "lease_ttl": "0.5"}, "lease_ttl: 0.5s must be longer"),
+        ({"out_redis": "redis://h:1", "batch": "0"}, "batch: Input should be greater"),
+        ({"redis": "redis://h:1", "out_redis": "redis://h:1", "out": ["q"]}, "is the input list"),
+    ],
+)
+def test_bad_settings_are_one_clear_line(flags: dict[str, Any], expected: str) -> None:
+    given = {"input": "q", "out": ["r"], **flags}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(VpushSettings, given, env={})
+    assert expected in str(caught.value)
+
+
+def test_bad_settings_exit_2_from_the_command_line() -> None:
+    result = run_cli("vpush", "--in", IN, "--out", OUT)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "mpush vpush: config: out_redis: required, set --out-redis, MPUSH_OUT_REDIS or "
+        "'out_redis' in the config file"
+    ]
