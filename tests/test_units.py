@@ -114,23 +114,23 @@ def test_outage_logged_once_per_episode_even_when_flapping(
     from mpush.backoff import Outage
 
     clock = [100.0]
-    outage = Outage("redis", logging.getLogger("t"), settle=1.0)
+    outage = Outage("redis", logging.getLogger("t"), settle=2.0)
     with caplog.at_level(logging.WARNING), _fake_clock(clock):
         outage.failed(ConnectionError("down"))
         outage.failed(ConnectionError("down"))
         clock[0] = 105.0
-        assert outage.recovered() is None  # working, not yet settled
-        clock[0] = 105.2
-        outage.failed(ConnectionError("flap"))  # the same episode
+        assert outage.recovered() == pytest.approx(5.0)
+        assert outage.recovered() is None  # already over
+        clock[0] = 105.5
+        outage.failed(ConnectionError("flap"))  # within settle: the same episode goes on
         clock[0] = 106.0
-        outage.recovered()
-        clock[0] = 107.5
         assert outage.recovered() == pytest.approx(6.0)
-        assert not outage.active
-        outage.recovered()
+        clock[0] = 120.0
+        outage.failed(ConnectionError("later"))  # a new episode
+        assert outage.active
     messages = [record.getMessage() for record in caplog.records]
-    assert sum("unavailable" in m for m in messages) == 1
-    assert sum("back after 6.0s (3 failed attempts)" in m for m in messages) == 1
+    assert sum("unavailable" in m for m in messages) == 2  # the first episode and the later one
+    assert "redis back after 6.0s (3 failed attempts)" in messages
 
 
 @contextlib.contextmanager

@@ -30,20 +30,20 @@ class Backoff:
 
 @dataclass
 class Outage:
-    """One Redis connection's outages, logged once at the start and once at the end.
+    """One Redis connection's outages: the start logged once, the end logged with its duration.
 
     Shared by every loop that uses the connection, so an episode is one warning however many loops
-    notice it. Each loop keeps its own Backoff for its delays. An episode ends only once the
-    connection has worked for ``settle`` seconds without a failure: a server that flaps while it
-    comes back (a rejoining Cluster node) is one episode, not several.
+    notice it. Each loop keeps its own Backoff for its delays. A failure within ``settle`` seconds
+    of the end of an episode continues that episode instead of starting a new one: a server that
+    flaps while it comes back (a rejoining Cluster node) is reported as one outage.
     """
 
     what: str
     log: logging.Logger
-    settle: float = 1.0
+    settle: float = 2.0
     since: float | None = None
     failures: int = 0
-    working_since: float | None = None
+    _ended: tuple[float, float, int] | None = None  # (when, episode start, failures) of the last
 
     @property
     def active(self) -> bool:
@@ -52,30 +52,31 @@ class Outage:
     def failed(self, exc: BaseException) -> None:
         """Record a failed attempt; the first of an episode is logged."""
         self.failures += 1
-        self.working_since = None
-        if self.since is None:
-            self.since = time.monotonic()
-            self.log.warning(
-                "%s unavailable (%s); retrying with backoff", self.what, _describe(exc)
+        if self.since is not None:
+            return
+        now = time.monotonic()
+        if self._ended is not None and now - self._ended[0] < self.settle:
+            _, self.since, earlier = self._ended  # a flap: the same episode goes on
+            self.failures += earlier
+            self.log.debug(
+                "%s failed again right after coming back (%s)", self.what, _describe(exc)
             )
+            return
+        self.since = now
+        self.log.warning("%s unavailable (%s); retrying with backoff", self.what, _describe(exc))
 
-    def recovered(self, *, settled: bool = False) -> float | None:
-        """Record a success. Once the connection has worked for ``settle`` seconds (or at once
-        with ``settled``), end the episode, log it and return its duration; else None."""
+    def recovered(self) -> float | None:
+        """Record a success; return the episode's duration if one just ended (and log it)."""
         if self.since is None:
             return None
         now = time.monotonic()
-        if self.working_since is None:
-            self.working_since = now
-        if not settled and now - self.working_since < self.settle:
-            return None
-        duration = self.working_since - self.since
+        duration = now - self.since
         self.log.warning(
             "%s back after %.1fs (%d failed attempts)", self.what, duration, self.failures
         )
+        self._ended = (now, self.since, self.failures)
         self.since = None
         self.failures = 0
-        self.working_since = None
         return duration
 
 

@@ -45,6 +45,7 @@ from mpush.config import (
     RenderSettings,
     RouterSettings,
     StatusSettings,
+    VpushSettings,
     load_settings,
 )
 from mpush.connection import connect, parse_redis_url
@@ -67,6 +68,7 @@ from mpush.services import (
     mthrottle,
     ndeploy,
     rquery,
+    vpush,
 )
 
 __all__ = ["app", "main"]
@@ -233,6 +235,8 @@ service_command("monitor", MonitorSettings, MonitorService)
 service_command("mbalance", MbalanceSettings, mbalance.create)
 service_command("mdedupe", MdedupeSettings, mdedupe.create)
 service_command("mthrottle", MthrottleSettings, mthrottle.create)
+
+service_command("vpush", VpushSettings, vpush.create)
 
 service_command("hgateway", GatewaySettings, hgateway.create)
 service_command("hrouter", RouterSettings, hrouter.create)

@@ -112,7 +112,7 @@ def describe_url(url: str) -> str:
 def connect(
     target: RedisTarget,
     *,
-    socket_timeout: float = 10.0,
+    socket_timeout: float | None = 10.0,
     connect_timeout: float = 5.0,
     client_name: str | None = None,
 ) -> AnyRedis:
@@ -152,7 +152,7 @@ async def wait_until_reachable(
                 ) from exc
             await asyncio.sleep(delay)
         else:
-            outage.recovered(settled=True)
+            outage.recovered()
             return
 
 

@@ -36,6 +36,18 @@ queue's own, or the whole queue name as one: ``{jobs}`` for ``jobs``)::
     Q:inflight:<consumer>    list    the messages that consumer has claimed and not finished
     Q:failed                 list    messages that failed, when the queue is not tracked
 
+vpush keeps its route state beside its queues, so it needs no namespace (``IN`` is the input list
+on the source Redis, ``OUT`` the output list on the destination)::
+
+    IN:vpush:lease         string  "<token> <owner>" of the active mover; PX lease_ttl, renewed
+    IN:vpush:inflight      list    the claimed batch, oldest first, until the destination confirms
+    IN:vpush:state         hash    epoch (random, made once), token (fencing counter), seq (last
+                                   message id handed out), base (id of the in-flight batch's first
+                                   message), claimed (ms time of its claim)
+    OUT:vpush:<epoch>      hash    on the destination: token (highest fencing token seen), seq (last
+                                   message id applied), fenced (writes refused); EXPIRE
+                                   dedupe_window
+
 On Redis Cluster every key of one atomic operation must hash to one slot. A namespace with a hash
 tag, such as ``{demo}:mpush``, keeps all of a namespace's keys on one node; queue names take the
 same tag (``{demo}:in``, ``{demo}:out0``).
@@ -76,6 +88,7 @@ __all__ = [
     "MessageKeys",
     "NdeployKeys",
     "ServiceKeys",
+    "VpushKeys",
     "check_same_slot",
     "hash_tag",
     "key_slot",
@@ -188,6 +201,34 @@ class ConsumerKeys:
     @property
     def failed(self) -> str:
         return f"{self.base}:failed"
+
+
+@dataclass(frozen=True)
+class VpushKeys:
+    """The route state of one vpush input list (source side) and output list (destination)."""
+
+    input: str
+    out: str
+
+    @property
+    def lease(self) -> str:
+        return f"{self.input}:vpush:lease"
+
+    @property
+    def inflight(self) -> str:
+        return f"{self.input}:vpush:inflight"
+
+    @property
+    def state(self) -> str:
+        return f"{self.input}:vpush:state"
+
+    @property
+    def source(self) -> tuple[str, str, str, str]:
+        """Every source key, for the slot check: lease, input, in-flight, state."""
+        return (self.lease, self.input, self.inflight, self.state)
+
+    def dedupe(self, epoch: str) -> str:
+        return f"{self.out}:vpush:{epoch}"
 
 
 def key_slot(key: str) -> int:

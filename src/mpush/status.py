@@ -102,7 +102,8 @@ async def collect(
                 fields={k: v for k, v in data.items() if k not in base},
             )
         )
-        for name in ("in", "out"):
+        # An out list on another Redis (vpush's out_redis) is not this Redis's to measure.
+        for name in ("in",) if data.get("out_redis") else ("in", "out"):
             for queue in filter(None, data.get(name, "").split(",")):
                 queues[queue] = 0
     for queue in extra_queues or []:
@@ -136,7 +137,10 @@ def render_table(report: StatusReport, console: Console) -> None:
     for column in ("id", "service", "host", "pid", "age", "last renew", "ttl", "queues"):
         services.add_column(column)
     for inst in report.instances:
-        route = " → ".join(filter(None, [inst.fields.get("in"), inst.fields.get("out")]))
+        out = inst.fields.get("out")
+        if out and inst.fields.get("out_redis"):
+            out = f"{out} @ {inst.fields['out_redis']}"
+        route = " → ".join(filter(None, [inst.fields.get("in"), out]))
         services.add_row(
             inst.id,
             inst.service,

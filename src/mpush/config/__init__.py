@@ -45,6 +45,7 @@ from mpush.config.routing import (
     MthrottleSettings,
     RoutingSettings,
 )
+from mpush.config.vpush import VpushSettings
 
 __all__ = [
     "ENV_PREFIX",
@@ -72,6 +73,7 @@ __all__ = [
     "RoutingSettings",
     "StatusSettings",
     "TrackingSettings",
+    "VpushSettings",
     "default_prefix",
     "load_settings",
     "overlay",
