@@ -29,7 +29,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from mpush.redisserver import RedisServer, free_port
+# Run as a script, this file's directory comes first on sys.path, where bench/mpush.py would
+# shadow the mpush package: take the directory off the path before importing the package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
+
+from mpush.redisserver import RedisServer, free_port  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 APPS = HERE / "apps"

@@ -31,10 +31,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from redis.asyncio import Redis
+# Run as a script, this file's directory comes first on sys.path, where bench/mpush.py would
+# shadow the mpush package: take the directory off the path before importing the package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
 
-from mpush.connection import load_lua
-from mpush.redisserver import RedisServer
+from redis.asyncio import Redis  # noqa: E402
+
+from mpush.connection import load_lua  # noqa: E402
+from mpush.redisserver import RedisServer  # noqa: E402
 
 BATCH = 1000
 NS = "{bench}:ns"
