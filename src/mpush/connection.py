@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeAlias
@@ -23,6 +24,8 @@ from redis.retry import Retry
 
 from mpush.backoff import Backoff, Outage
 from mpush.errors import ConfigError, RedisUnavailableError
+
+_INCLUDE = re.compile(r"^--!include (\w+)$", re.MULTILINE)
 
 __all__ = [
     "AnyRedis",
@@ -157,5 +160,10 @@ async def wait_until_reachable(
 
 
 def load_lua(name: str) -> str:
-    """The source of ``lua/<name>.lua`` shipped in the package."""
-    return resources.files("mpush").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+    """The source of ``lua/<name>.lua`` shipped in the package, with its includes expanded.
+
+    A line ``--!include other`` is replaced by the source of ``lua/other.lua``: Redis runs each
+    script on its own, so what several scripts share (the xid rules) is pasted into each.
+    """
+    source = resources.files("mpush").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+    return _INCLUDE.sub(lambda match: load_lua(match.group(1)), source)

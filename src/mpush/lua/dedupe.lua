@@ -15,24 +15,7 @@
 --
 -- Returns {taken, duplicates}: messages taken from the input, and how many of them were repeats.
 -- The messages never leave Redis, so a client killed at any instant loses and duplicates nothing.
-local function xid(msg)
-  if string.find(msg, '^%d+$') then
-    return msg
-  end
-  if string.find(msg, '^%s*{') then
-    local ok, doc = pcall(cjson.decode, msg)
-    if ok and type(doc) == 'table' and type(doc.meta) == 'table' then
-      local id = doc.meta.id
-      if type(id) == 'string' and id ~= '' then
-        return id
-      end
-      if type(id) == 'number' and id == math.floor(id) and math.abs(id) < 2 ^ 53 then
-        return string.format('%d', id)
-      end
-    end
-  end
-  return redis.sha1hex(msg)
-end
+--!include xid
 
 local msgs = redis.call('RPOP', KEYS[1], ARGV[1])
 if not msgs then
@@ -42,7 +25,7 @@ local prefix, window = ARGV[2], ARGV[3]
 local passed, repeats = {}, {}
 for m = 1, #msgs do
   local msg = msgs[m]
-  if redis.call('SET', prefix .. xid(msg), 1, 'NX', 'PX', window) then
+  if redis.call('SET', prefix .. xid_of(msg), 1, 'NX', 'PX', window) then
     passed[#passed + 1] = msg
   else
     repeats[#repeats + 1] = msg
