@@ -236,10 +236,10 @@ class Supervisor:
             ran = time.monotonic() - child.started
             if self.stopping.requested:
                 return
-            detail = f"{child.spec.name} (pid {child.pid}) exited with {describe_exit(code)}"
+            detail = f"{child.spec.name} (pid {child.pid}) ended: {describe_exit(code)}"
             tail = _last_line(child.log_path)
             if code in _PERMANENT:
-                log.error("%s: %s", detail, tail or "see its log")
+                log.error("%s; %s", detail, tail or "see its log")
                 self.stop(f"{child.spec.name} cannot run", EXIT_CHILD_FAILED)
                 return
             if ran >= policy.stable_after:
@@ -247,11 +247,11 @@ class Supervisor:
                 child.backoff.reset()
             child.failures += 1
             if child.failures > policy.give_up_after:
-                log.error("%s %d times in a row: giving up", detail, child.failures)
+                log.error("%s; %d times in a row: giving up", detail, child.failures)
                 self.stop(f"{child.spec.name} keeps failing", EXIT_CHILD_FAILED)
                 return
             delay = child.backoff.next_delay()
-            log.warning("%s: restarting in %.1fs", detail, delay)
+            log.warning("%s; restarting in %.2fs", detail, delay)
             if await self.stopping.sleep(delay):
                 return
             await self._spawn(child)
