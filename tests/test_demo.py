@@ -25,6 +25,7 @@ import redis
 
 from mpush.demo.web import SITE
 from mpush.redisserver import free_port
+from tests.conftest import RedisEnv
 from tests.helpers import run_cli, wait_until
 
 NS = "demo:web"
@@ -230,6 +231,24 @@ def test_sigterm_stops_every_process(demo: RunningDemo) -> None:
     assert "stopped the private redis-server" in out
     for pid in pids:
         assert not alive(pid), f"pid {pid} still running:\n{out}"
+
+
+def test_a_given_redis_and_a_time_limit(standalone_env: RedisEnv, tmp_path: Path) -> None:
+    """--redis: no private redis-server, nothing flushed; --for: stops by itself."""
+    standalone_env.client.set("unrelated", "kept")
+    running = start_demo(tmp_path, "--port", "0", "--redis", standalone_env.url, "--for", "15")
+    try:
+        wait_serving(running)
+        assert running.redis_url == standalone_env.url
+        assert running.get("/").status_code == 200
+        assert standalone_env.client.hget(f"{NS}:site", "namespace") == NS
+        assert running.process.wait(40) == 0
+    finally:
+        stop(running)
+    out = running.output()
+    assert "ran for 15s" in out
+    assert "private redis-server" not in out
+    assert standalone_env.client.get("unrelated") == "kept"
 
 
 def test_a_port_in_use_is_one_clear_line() -> None:

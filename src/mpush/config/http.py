@@ -240,6 +240,9 @@ class DemoSettings(CommonSettings):
     fanout: bool = Field(
         False, description="Instead of the site: the mpush fan-out walkthrough, then exit."
     )
+    redis: str = Field(
+        "", description="Redis URL to use (default: a private redis-server, started and removed)."
+    )
     # The services' shared settings, passed on to every child, with defaults that suit a demo:
     # a killed instance leaves the live registry within seconds, and Ctrl-C is quick.
     service_expire: int = Field(10, ge=2, description="Seconds a registration lives unrenewed.")
@@ -251,4 +254,4 @@ class DemoSettings(CommonSettings):
     @property
     def private_redis(self) -> bool:
         """True when no Redis was configured: the demo starts its own redis-server."""
-        return "redis" not in self.model_fields_set
+        return not self.redis
