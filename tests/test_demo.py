@@ -277,3 +277,11 @@ def test_fanout_walkthrough() -> None:
     assert "services in demo:mpush" in out
     assert "mpush stopped with exit code 0" in out
     assert "stopped the private redis-server" in out
+
+
+def test_bad_demo_settings_are_one_clear_line() -> None:
+    result = run_cli("demo", "--service-namespace", "demo web", timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "mpush demo: config: service_namespace: must be one word (it names queues in routes)"
+    )

@@ -297,9 +297,11 @@ def _kill(child: Child) -> None:
             child.process.kill()
 
 
-def _last_line(path: Path) -> str:
-    with contextlib.suppress(OSError):
-        lines = path.read_text(errors="replace").strip().splitlines()
+def _last_line(path: Path, tail: int = 4096) -> str:
+    """The last line a child wrote to its log (where a failure usually says why)."""
+    with contextlib.suppress(OSError), path.open("rb") as log_file:
+        log_file.seek(max(0, log_file.seek(0, os.SEEK_END) - tail))
+        lines = log_file.read().decode(errors="replace").strip().splitlines()
         if lines:
             return lines[-1]
     return ""

@@ -3,6 +3,7 @@ hrender, and ``mpush demo`` (the distributed web server they make)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import ClassVar
 
@@ -250,6 +251,12 @@ class DemoSettings(CommonSettings):
     pop_timeout: float = Field(
         0.5, gt=0, le=60, description="Seconds a blocking wait lasts; bounds shutdown time."
     )
+
+    @model_validator(mode="after")
+    def _namespace_is_one_word(self) -> DemoSettings:
+        if self.service_namespace is not None and not re.fullmatch(r"\S+", self.service_namespace):
+            raise ValueError("service_namespace: must be one word (it names queues in routes)")
+        return self
 
     @property
     def private_redis(self) -> bool:

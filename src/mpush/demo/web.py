@@ -32,9 +32,9 @@ from urllib.parse import quote
 from mpush.config import DemoSettings
 from mpush.connection import AnyRedis, connect, describe_url, parse_redis_url, wait_until_reachable
 from mpush.demo.fanout import run_fanout
-from mpush.errors import ConfigError
-from mpush.redisserver import RedisServer, free_port
-from mpush.supervisor import EXIT_CHILD_FAILED, ChildSpec, Supervisor, die_with_parent
+from mpush.errors import ConfigError, MpushError
+from mpush.redisserver import RedisServer, ServerError, free_port
+from mpush.supervisor import EXIT_CHILD_FAILED, EXIT_OK, ChildSpec, Supervisor, die_with_parent
 
 __all__ = ["SITE", "Layout", "child_specs", "run_demo"]
 
@@ -116,7 +116,10 @@ def _redis(settings: DemoSettings, tmp: Path) -> Iterator[str]:
     if not settings.private_redis:
         yield settings.redis
         return
-    server = RedisServer(tmp / "redis", preexec=die_with_parent()).start()
+    try:
+        server = RedisServer(tmp / "redis", preexec=die_with_parent()).start()
+    except ServerError as exc:
+        raise MpushError(f"cannot start a private redis-server: {exc}") from None
     _say(f"started a private redis-server on port {server.port}")
     try:
         yield server.url
@@ -143,10 +146,13 @@ async def _serve(settings: DemoSettings, layout: Layout, url: str, port: int, tm
     if ready.done() and ready.result():
         _banner(supervisor, specs, layout, url, settings.host, port, tmp / "logs")
     elif not running.done():
-        _say(f"the site did not answer within {READY_WITHIN:g}s; see the logs in {tmp / 'logs'}")
+        _say(f"the site did not answer within {READY_WITHIN:g}s")
         supervisor.stop("the site did not come up", EXIT_CHILD_FAILED)
     ready.cancel()
     code = await running
+    if code != EXIT_OK:  # the logs go with the temporary directory: show how each one ended
+        for child in supervisor.children:
+            _say(f"--- {child.log_path.name}, last lines:\n{_tail(child.log_path)}")
     _say(f"every process stopped; exit code {code}")
     return code
 
@@ -280,6 +286,13 @@ def _banner(
         f"serving http://{shown}:{port}/ (Ctrl-C stops everything)",
     ]
     _say("\n".join(lines))
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
 
 
 def _say(text: str) -> None:
