@@ -12,40 +12,24 @@ p99 ≤ 25 ms, added p50 at one connection ≤ 1.5 ms.
 
 from __future__ import annotations
 
-# This file shares its name with the standard library's ``http`` package, which it must therefore
-# not import (nor anything that does, such as urllib.request): the probe below is a raw socket.
 import argparse
 import os
-import re
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-# Run as a script, this file's directory comes first on sys.path, where bench/mpush.py would
-# shadow the mpush package: take the directory off the path before importing the package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
+HERE = Path(__file__).resolve().parent
+# Run as a script, this file's folder comes first on sys.path, where this file would stand for the
+# standard library's http and mpush.py for the mpush package: put bench/common there instead.
+sys.path[:] = [str(HERE / "common"), *(p for p in sys.path if Path(p or ".").resolve() != HERE)]
+
+from wrk import Result, load, processes, wait_http  # noqa: E402
 
 from mpush.redisserver import RedisServer, free_port  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
 APPS = HERE / "apps"
 NAMESPACE = "bench:http"
-
-
-@dataclass
-class Result:
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
 
 
 def main() -> int:
@@ -75,13 +59,14 @@ def run_all(
     wrk: str, url: str, connections: int, duration: float, latency_duration: float, tmp: Path
 ) -> dict[str, Result]:
     results: dict[str, Result] = {}
+    app_path = {"PYTHONPATH": os.pathsep.join([str(APPS), os.environ.get("PYTHONPATH", "")])}
     port = free_port()
-    with processes(tmp, direct_commands(port)):
+    with processes(tmp, direct_commands(port), app_path):
         wait_http(port)
         results["direct"] = load(wrk, port, connections, duration)
         results["direct-1"] = load(wrk, port, 1, latency_duration)
     port = free_port()
-    with processes(tmp, suite_commands(url, port)):
+    with processes(tmp, suite_commands(url, port), app_path):
         wait_http(port)
         results["suite"] = load(wrk, port, connections, duration)
         results["suite-1"] = load(wrk, port, 1, latency_duration)
@@ -118,83 +103,6 @@ def suite_commands(url: str, port: int) -> list[list[str]]:
         [*mpush, "handler", *common, "--handler", "hello_app:hello", "--in", "bench:hello"],
         [*mpush, "hgateway", *common, "--port", str(port)],
     ]
-
-
-@contextmanager
-def processes(tmp: Path, commands: list[list[str]]) -> Iterator[None]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MPUSH_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(APPS), env.get("PYTHONPATH", "")])
-    started: list[subprocess.Popen[bytes]] = []
-    try:
-        for index, command in enumerate(commands):
-            log = (tmp / f"proc-{len(started)}-{index}.log").open("wb")
-            started.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env))
-        yield
-    finally:
-        for proc in started:
-            proc.send_signal(signal.SIGTERM)
-        for proc in started:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def wait_http(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
-                sock.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
-                if sock.recv(64).startswith(b"HTTP/1.1 200"):
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"nothing answered 200 on port {port} within {timeout}s")
-
-
-def load(wrk: str, port: int, connections: int, duration: float) -> Result:
-    threads = min(2, connections)
-    command = [
-        wrk,
-        f"-t{threads}",
-        f"-c{connections}",
-        f"-d{duration:g}s",
-        "--latency",
-        "--timeout",
-        "10s",
-        f"http://127.0.0.1:{port}/",
-    ]
-    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    return parse_wrk(out)
-
-
-def parse_wrk(out: str) -> Result:
-    rps = float(_find(r"Requests/sec:\s+([\d.]+)", out))
-    p50 = _ms(_find(r"\s50%\s+([\d.]+\w+)", out))
-    p99 = _ms(_find(r"\s99%\s+([\d.]+\w+)", out))
-    errors = 0
-    non_2xx = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", out)
-    if non_2xx:
-        errors += int(non_2xx.group(1))
-    socket_errors = re.search(r"Socket errors:(.*)", out)
-    if socket_errors:
-        errors += sum(int(n) for n in re.findall(r"\d+", socket_errors.group(1)))
-    return Result(rps, p50, p99, errors)
-
-
-def _find(pattern: str, text: str) -> str:
-    match = re.search(pattern, text)
-    if match is None:
-        raise SystemExit(f"cannot read {pattern!r} in wrk's output:\n{text}")
-    return match.group(1)
-
-
-def _ms(value: str) -> float:
-    number, unit = re.match(r"([\d.]+)(\w+)", value).groups()  # type: ignore[union-attr]
-    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
 def report(results: dict[str, Result], connections: int) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import gzip
 import os
+import signal
 import socket
 from pathlib import Path
 
@@ -35,10 +37,12 @@ def site(tmp_path: Path) -> Path:
     return root
 
 
-def start(env: RedisEnv, spawn: Spawner, root: Path, *extra: str) -> Web:
+def start(
+    env: RedisEnv, spawn: Spawner, root: Path, *extra: str, routes: tuple[str, ...] = ()
+) -> Web:
     web = Web(env, spawn)
     web.gateway()
-    web.router(routes=[f"^/ {FILES} files"])
+    web.router(routes=[*routes, f"^/ {FILES} files"])
     filer = ["hfiler", *web.common(), "--in", FILES, "--root", str(root), "--ttl", "300"]
     filer += ["--max-size", "4096", "--metrics-interval", "0.2", *extra]
     web.handlers.append(spawn(*filer))
@@ -164,3 +168,39 @@ def test_bad_root_is_a_clear_config_error(redis_env: RedisEnv, tmp_path: Path) -
     assert result.returncode == 2
     assert "root:" in result.stderr
     assert "is not a directory" in result.stderr
+
+
+def test_requests_for_one_file_in_a_batch_share_one_redis_read(
+    standalone_env: RedisEnv, spawn: Spawner, site: Path
+) -> None:
+    """Counting one server's commands needs one server: standalone only."""
+    web = start(standalone_env, spawn, site, routes=(f"^/css/ {FILES} css",))
+    client = standalone_env.client
+    with httpx.Client(timeout=10) as http:
+        assert http.get(web.url("/css/site.css")).status_code == 200  # loaded into Redis
+
+    def reads() -> int:
+        return int(client.info("commandstats").get("cmdstat_hgetall", {}).get("calls", 0))
+
+    def routed() -> int:
+        return int(client.hget(f"{NS}:metrics:hrouter:route:css", "count") or 0)
+
+    filer = web.handlers[0]
+    wait_until(lambda: routed() == 1, message="the first request's routing metrics")
+    # Stopped, hfiler takes at most the first push of requests (its blocking pop was waiting
+    # already); the rest queue up and arrive as one more batch when it goes on.
+    filer.signal(signal.SIGSTOP)
+    try:
+        before = reads()
+        with concurrent.futures.ThreadPoolExecutor(32) as pool:
+            answers = [pool.submit(httpx.get, web.url("/css/site.css"), timeout=10)
+                       for _ in range(32)]  # fmt: skip
+            wait_until(lambda: routed() == 33, message="32 more requests routed to hfiler")
+            filer.signal(signal.SIGCONT)
+            bodies = {answer.result().text for answer in answers}
+    finally:
+        filer.signal(signal.SIGCONT)
+    assert bodies == {CSS}
+    assert reads() - before <= 2  # one per batch, not one per request
+    wait_until(lambda: int(client.hget(f"{NS}:metrics:hfiler", "hit") or 0) == 32,
+               message="a hit counted per request")  # fmt: skip

@@ -26,6 +26,7 @@ from rich.console import Console
 from mpush import __version__
 from mpush.config import (
     CommonSettings,
+    DemoSettings,
     DispatchSettings,
     FilerSettings,
     GatewaySettings,
@@ -320,17 +321,13 @@ def status(
         render_table(report, Console())
 
 
-@app.command()
-def demo(
-    redis: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option(help="Use this Redis instead of starting a private redis-server."),
-    ] = None,
-) -> None:
-    """Start a private Redis and mpush, push three messages, and show them fanned out."""
+def _demo(settings: DemoSettings) -> int:
     from mpush.demo import run_demo
 
-    raise typer.Exit(run_demo(redis))
+    return run_demo(settings)
+
+
+settings_command("demo", DemoSettings, _demo)
 
 
 def main() -> None:

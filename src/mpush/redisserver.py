@@ -12,7 +12,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +62,7 @@ class RedisServer:
     port: int = 0
     extra: Sequence[str] = ()
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    preexec: Callable[[], None] | None = field(default=None, repr=False)  # run before exec
 
     def __post_init__(self) -> None:
         if not self.port:
@@ -101,7 +102,8 @@ class RedisServer:
             str(self.directory / "redis.log"),
             *self.extra,
         ]
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+        # The preexec (mpush.supervisor.die_with_parent) calls one C function resolved before fork.
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, preexec_fn=self.preexec)  # noqa: PLW1509
         self.wait_ready()
         return self
 

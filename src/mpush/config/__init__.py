@@ -23,6 +23,7 @@ from mpush.config.base import (
     overlay,
 )
 from mpush.config.http import (
+    DemoSettings,
     DispatchSettings,
     FilerSettings,
     GatewaySettings,
@@ -50,6 +51,7 @@ from mpush.config.vpush import VpushSettings
 __all__ = [
     "ENV_PREFIX",
     "CommonSettings",
+    "DemoSettings",
     "DispatchSettings",
     "FilerSettings",
     "GatewaySettings",

@@ -1,8 +1,9 @@
-"""Settings of the HTTP side: hgateway, hrouter, mdispatch, the handler runner, hfiler, rquery and
-hrender."""
+"""Settings of the HTTP side: hgateway, hrouter, mdispatch, the handler runner, hfiler, rquery,
+hrender, and ``mpush demo`` (the distributed web server they make)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import ClassVar
 
@@ -11,6 +12,7 @@ from pydantic import Field, model_validator
 from mpush.config.base import CommonSettings
 
 __all__ = [
+    "DemoSettings",
     "DispatchSettings",
     "FilerSettings",
     "GatewaySettings",
@@ -222,3 +224,41 @@ class RenderSettings(CommonSettings):
             if len(parts) < 2 or any("=" not in part for part in parts[2:]):
                 raise ValueError(f"page: {spec!r} is not 'ROUTE TEMPLATE [NAME=KEY ...]'")
         return self
+
+
+class DemoSettings(CommonSettings):
+    """demo: the distributed web server on http://localhost:8080 — a private redis-server unless
+    --redis is given, hgateway, hrouter, hfiler, hrender, rquery and a live-data pipeline, each its
+    own supervised process — until Ctrl-C. With --fanout: mpush fanning out three messages."""
+
+    cli_names: ClassVar[dict[str, str]] = {"run_for": "for"}
+
+    host: str = Field("127.0.0.1", description="Address the site listens on (0.0.0.0: all).")
+    port: int = Field(8080, ge=0, le=65535, description="Port of the site (0: any free port).")
+    run_for: float | None = Field(
+        None, gt=0, description="Stop after this many seconds (default: run until Ctrl-C)."
+    )
+    fanout: bool = Field(
+        False, description="Instead of the site: the mpush fan-out walkthrough, then exit."
+    )
+    redis: str = Field(
+        "", description="Redis URL to use (default: a private redis-server, started and removed)."
+    )
+    # The services' shared settings, passed on to every child, with defaults that suit a demo:
+    # a killed instance leaves the live registry within seconds, and Ctrl-C is quick.
+    service_expire: int = Field(10, ge=2, description="Seconds a registration lives unrenewed.")
+    service_renew: float = Field(2.0, gt=0, description="Seconds between renewals.")
+    pop_timeout: float = Field(
+        0.5, gt=0, le=60, description="Seconds a blocking wait lasts; bounds shutdown time."
+    )
+
+    @model_validator(mode="after")
+    def _namespace_is_one_word(self) -> DemoSettings:
+        if self.service_namespace is not None and not re.fullmatch(r"\S+", self.service_namespace):
+            raise ValueError("service_namespace: must be one word (it names queues in routes)")
+        return self
+
+    @property
+    def private_redis(self) -> bool:
+        """True when no Redis was configured: the demo starts its own redis-server."""
+        return not self.redis

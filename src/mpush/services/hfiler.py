@@ -3,7 +3,9 @@
 Each file is one hash ``<cache_prefix>:<path>`` with its bytes, an optional gzip variant, a content
 hash (the ETag, the same on every replica), its mtime and size, and an EXPIRE chosen per file: the
 ``--expiry`` callable's answer, else the first matching ``--ttl-pattern``, else ``--ttl``. Each
-request stats the file: a changed mtime or size reloads it, so edits show without a restart.
+Redis read stats the file: a changed mtime or size reloads it, so edits show without a restart.
+Requests of a batch asking for the same file share one read (stat and HGETALL); a URL path is
+mapped to a file (realpath, containment) at most once a second.
 
 Answers: 200 with Content-Type, Cache-Control, Last-Modified, ETag, Accept-Ranges (gzip when the
 client accepts it, with ``Vary: Accept-Encoding``); 304 on If-None-Match / If-Modified-Since; 206
@@ -16,10 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import functools
 import gzip
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +49,8 @@ __all__ = ["Filer", "create"]
 log = logging.getLogger(__name__)
 
 METRIC = "hfiler"
+_PATH_FRESH = 1.0  # seconds a resolved URL path is trusted
+_PATHS_KEPT = 4096  # resolved URL paths remembered
 
 
 def create(settings: FilerSettings) -> Filer:
@@ -63,6 +69,11 @@ class Asset:
     size: int
     kind: str
     ttl: int
+
+    @functools.cached_property
+    def last_modified(self) -> str:
+        """The HTTP date of mtime, formatted once per asset (the requests of a batch share it)."""
+        return http_date(self.mtime_ns / 1e9)
 
     @property
     def gzip_etag(self) -> str:
@@ -115,6 +126,12 @@ class Filer:
             settings.service_namespace, "hfiler", "hfiler"
         )
         self._too_large: set[str] = set()
+        # URL path → (file, relative path) or None, and when that answer was found: a path is
+        # resolved (realpath, containment, index files) at most once a second.
+        self._paths: dict[str, tuple[tuple[Path, str] | None, float]] = {}
+        # One Redis read (and, when needed, load) at a time per file: the requests of a batch
+        # asking for the same file share it.
+        self._flights: dict[str, asyncio.Future[tuple[Asset | None, bool]]] = {}
         self._redis: AnyRedis | None = None
         self._metrics = Metrics.disabled()
 
@@ -137,12 +154,7 @@ class Filer:
             response = error_response(request.id, 405, "Method Not Allowed")
             response.headers["allow"] = "GET, HEAD"
             return response
-        found = resolve(
-            self.settings.root,
-            request.path,
-            prefix=self.settings.prefix,
-            index=tuple(self.settings.index),
-        )
+        found = self._resolve(request.path)
         if found is None:
             self._metrics.incr(METRIC, "notfound")
             return error_response(request.id, 404, "Not Found")
@@ -153,13 +165,48 @@ class Filer:
             return error_response(request.id, 404, "Not Found")
         return self._answer(request, asset)
 
+    def _resolve(self, url_path: str) -> tuple[Path, str] | None:
+        now = time.monotonic()
+        known = self._paths.get(url_path)
+        if known is not None and now - known[1] < _PATH_FRESH:
+            return known[0]
+        found = resolve(
+            self.settings.root,
+            url_path,
+            prefix=self.settings.prefix,
+            index=tuple(self.settings.index),
+        )
+        if len(self._paths) >= _PATHS_KEPT:
+            self._paths.clear()
+        self._paths[url_path] = (found, now)
+        return found
+
     async def _asset(self, path: Path, relative: str) -> Asset | None:
-        """The file's asset: from Redis when current there, else loaded into Redis now."""
+        """The file's asset, read by one flight shared with the other requests for it."""
+        flight = self._flights.get(relative)
+        started = flight is None
+        if flight is None:
+            flight = asyncio.ensure_future(self._fetch(path, relative))
+            self._flights[relative] = flight
+            flight.add_done_callback(lambda done: self._land(relative, done))
+        asset, loaded = await asyncio.shield(flight)
+        if asset is not None and not (started and loaded):
+            self._metrics.incr(METRIC, "hit")
+        return asset
+
+    def _land(self, relative: str, flight: asyncio.Future[tuple[Asset | None, bool]]) -> None:
+        if self._flights.get(relative) is flight:
+            del self._flights[relative]
+        if not flight.cancelled():
+            flight.exception()  # retrieved: the requests that shared it answer 500 each
+
+    async def _fetch(self, path: Path, relative: str) -> tuple[Asset | None, bool]:
+        """(the file's asset, loaded): from Redis when current there, else loaded into Redis."""
         assert self._redis is not None
         try:
             stat = path.stat()  # noqa: ASYNC240 - a local stat takes microseconds
         except OSError:
-            return None
+            return None, False
         if stat.st_size > self.settings.max_size:
             if relative not in self._too_large:
                 self._too_large.add(relative)
@@ -169,23 +216,22 @@ class Filer:
                     stat.st_size,
                     self.settings.max_size,
                 )
-            return None
+            return None, False
         key = f"{self.cache_prefix}:{relative}"
         stored = Asset.from_hash(await self._redis.hgetall(key))
         current = (stat.st_mtime_ns, stat.st_size)
         if stored is not None and (stored.mtime_ns, stored.size) == current:
-            self._metrics.incr(METRIC, "hit")
-            return stored
+            return stored, False
         asset = await asyncio.to_thread(self._load, path, relative, stat)
         if asset is None:
-            return None
+            return None, False
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(key)
             pipe.hset(key, mapping=asset.to_hash())  # type: ignore[arg-type]
             pipe.expire(key, asset.ttl)
             await pipe.execute()
         self._metrics.incr(METRIC, "loaded")
-        return asset
+        return asset, True
 
     def _load(self, path: Path, relative: str, stat: os.stat_result) -> Asset | None:
         try:
@@ -220,7 +266,7 @@ class Filer:
         headers: dict[str, str | list[str]] = {
             "content-type": asset.kind,
             "cache-control": f"public, max-age={self._max_age(asset)}",
-            "last-modified": http_date(asset.mtime_ns / 1e9),
+            "last-modified": asset.last_modified,
             "accept-ranges": "bytes",
         }
         if asset.gzipped is not None:

@@ -1,4 +1,4 @@
-"""``mpush demo``: mpush fanning out three messages, end to end, with real processes.
+"""``mpush demo --fanout``: mpush fanning out three messages, end to end, with real processes.
 
 Starts a private redis-server (unless a Redis URL is given), runs ``mpush mpush`` as a child
 process, pushes ``one two three`` into ``demo:mpush:in``, shows them arriving in
@@ -24,7 +24,7 @@ from mpush.connection import connect, parse_redis_url
 from mpush.redisserver import RedisServer
 from mpush.status import collect, render_table
 
-__all__ = ["run_demo"]
+__all__ = ["run_fanout"]
 
 NAMESPACE = "demo:mpush"
 IN = "demo:mpush:in"
@@ -32,7 +32,7 @@ OUTS = ("demo:mpush:out0", "demo:mpush:out1")
 _WAIT = 15.0
 
 
-def run_demo(redis_url: str | None) -> int:
+def run_fanout(redis_url: str | None) -> int:
     console = Console()
     with _redis(redis_url, console) as url:
         client = redis_sync.Redis.from_url(url, decode_responses=True)
