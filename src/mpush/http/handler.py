@@ -23,7 +23,7 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -41,6 +41,7 @@ __all__ = [
     "Handle",
     "HandlerLoop",
     "HandlerService",
+    "RequestService",
     "create",
     "load_callable",
     "load_handler",
@@ -228,3 +229,38 @@ async def serve_requests(
 
 def create(settings: HandlerSettings) -> HandlerService:
     return HandlerService(settings, load_handler(settings.handler))
+
+
+class _ServesRequests(Protocol):
+    @property
+    def input(self) -> str: ...
+    @property
+    def batch(self) -> int: ...
+    @property
+    def concurrency(self) -> int: ...
+    @property
+    def pop_timeout(self) -> float: ...
+
+
+class RequestService:
+    """What the handler services (hfiler, hrender, rquery) share: the runner's Service protocol
+    around ``serve_requests``; a subclass names itself and implements ``handle``."""
+
+    name: str
+    settings: _ServesRequests
+    _redis: AnyRedis | None = None
+    _metrics: Metrics = Metrics.disabled()
+
+    async def prepare(self, redis: AnyRedis, target: RedisTarget) -> None:
+        return None
+
+    async def run(self, ctx: Context) -> None:
+        self._redis, self._metrics = ctx.redis, ctx.metrics
+        settings = self.settings
+        await serve_requests(
+            ctx, settings.input, self.handle, name=self.name, batch=settings.batch,
+            concurrency=settings.concurrency, pop_timeout=settings.pop_timeout,
+        )  # fmt: skip
+
+    async def handle(self, request: Request) -> Response:
+        raise NotImplementedError

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 from mpush.config import FilerSettings, default_prefix
-from mpush.connection import AnyRedis, RedisTarget
 from mpush.http.files import (
     compressible,
     content_type,
@@ -39,10 +38,8 @@ from mpush.http.files import (
     parse_range,
     resolve,
 )
-from mpush.http.handler import load_callable, serve_requests
+from mpush.http.handler import RequestService, load_callable
 from mpush.http.messages import Request, Response, error_response
-from mpush.runtime.metrics import Metrics
-from mpush.runtime.runner import Context
 
 __all__ = ["Filer", "create"]
 
@@ -108,10 +105,11 @@ class Asset:
             return None
 
 
-class Filer:
+class Filer(RequestService):
     """The hfiler service."""
 
     name = "hfiler"
+    settings: FilerSettings
 
     def __init__(
         self, settings: FilerSettings, expiry: Callable[[str, os.stat_result], Any] | None
@@ -132,22 +130,9 @@ class Filer:
         # One Redis read (and, when needed, load) at a time per file: the requests of a batch
         # asking for the same file share it.
         self._flights: dict[str, asyncio.Future[tuple[Asset | None, bool]]] = {}
-        self._redis: AnyRedis | None = None
-        self._metrics = Metrics.disabled()
 
     def registry_info(self) -> Mapping[str, str]:
         return {"in": self.settings.input, "root": str(self.settings.root)}
-
-    async def prepare(self, redis: AnyRedis, target: RedisTarget) -> None:
-        return None
-
-    async def run(self, ctx: Context) -> None:
-        self._redis, self._metrics = ctx.redis, ctx.metrics
-        settings = self.settings
-        await serve_requests(
-            ctx, settings.input, self.handle, name=self.name, batch=settings.batch,
-            concurrency=settings.concurrency, pop_timeout=settings.pop_timeout,
-        )  # fmt: skip
 
     async def handle(self, request: Request) -> Response:
         if request.method not in ("GET", "HEAD"):

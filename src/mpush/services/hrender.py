@@ -27,12 +27,9 @@ import orjson
 from jinja2.sandbox import SandboxedEnvironment
 
 from mpush.config import RenderSettings, default_prefix
-from mpush.connection import AnyRedis, RedisTarget
 from mpush.errors import ConfigError
-from mpush.http.handler import serve_requests
+from mpush.http.handler import RequestService
 from mpush.http.messages import Request, Response, error_response
-from mpush.runtime.metrics import Metrics
-from mpush.runtime.runner import Context
 
 __all__ = ["Page", "Renderer", "create"]
 
@@ -65,10 +62,11 @@ def create(settings: RenderSettings) -> Renderer:
     return Renderer(settings, {page.route: page for page in pages})
 
 
-class Renderer:
+class Renderer(RequestService):
     """The hrender service."""
 
     name = "hrender"
+    settings: RenderSettings
 
     def __init__(self, settings: RenderSettings, pages: dict[str, Page]) -> None:
         self.settings = settings
@@ -83,22 +81,9 @@ class Renderer:
         self.templates_key = settings.templates_key or default_prefix(
             settings.service_namespace, "templates", "hrender:templates"
         )
-        self._redis: AnyRedis | None = None
-        self._metrics = Metrics.disabled()
 
     def registry_info(self) -> Mapping[str, str]:
         return {"in": self.settings.input, "pages": ",".join(self.pages)}
-
-    async def prepare(self, redis: AnyRedis, target: RedisTarget) -> None:
-        return None
-
-    async def run(self, ctx: Context) -> None:
-        self._redis, self._metrics = ctx.redis, ctx.metrics
-        settings = self.settings
-        await serve_requests(
-            ctx, settings.input, self.handle, name=self.name, batch=settings.batch,
-            concurrency=settings.concurrency, pop_timeout=settings.pop_timeout,
-        )  # fmt: skip
 
     async def handle(self, request: Request) -> Response:
         page = self.pages.get(request.route or "")

@@ -24,11 +24,8 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from mpush.config import QuerySettings
-from mpush.connection import AnyRedis, RedisTarget
-from mpush.http.handler import serve_requests
+from mpush.http.handler import RequestService
 from mpush.http.messages import Request, Response, error_response
-from mpush.runtime.metrics import Metrics
-from mpush.runtime.runner import Context
 
 __all__ = ["Query", "create"]
 
@@ -57,29 +54,17 @@ class Refused(Exception):
         self.reason = reason
 
 
-class Query:
+class Query(RequestService):
     """The rquery service."""
 
     name = "rquery"
+    settings: QuerySettings
 
     def __init__(self, settings: QuerySettings) -> None:
         self.settings = settings
-        self._redis: AnyRedis | None = None
-        self._metrics = Metrics.disabled()
 
     def registry_info(self) -> Mapping[str, str]:
         return {"in": self.settings.input, "allow": ",".join(self.settings.allow)}
-
-    async def prepare(self, redis: AnyRedis, target: RedisTarget) -> None:
-        return None
-
-    async def run(self, ctx: Context) -> None:
-        self._redis, self._metrics = ctx.redis, ctx.metrics
-        settings = self.settings
-        await serve_requests(
-            ctx, settings.input, self.handle, name=self.name, batch=settings.batch,
-            concurrency=settings.concurrency, pop_timeout=settings.pop_timeout,
-        )  # fmt: skip
 
     async def handle(self, request: Request) -> Response:
         try:
