@@ -8,22 +8,10 @@
 --
 -- Returns {moved, trimmed}: messages taken from the input, and messages the trim dropped.
 -- The messages never leave Redis, so a client killed at any instant loses and duplicates nothing.
+--!include push
+
 local msgs = redis.call('RPOP', KEYS[1], ARGV[1])
 if not msgs then
   return {0, 0}
 end
-local capacity = tonumber(ARGV[2])
-local expire = tonumber(ARGV[3])
-local trimmed = 0
-for i = 2, #KEYS do
-  -- RPOP gave oldest first; LPUSH of that sequence leaves the oldest nearest the tail.
-  local length = redis.call('LPUSH', KEYS[i], unpack(msgs))
-  if capacity > 0 and length > capacity then
-    redis.call('LTRIM', KEYS[i], 0, capacity - 1)
-    trimmed = trimmed + length - capacity
-  end
-  if expire > 0 then
-    redis.call('EXPIRE', KEYS[i], expire)
-  end
-end
-return {#msgs, trimmed}
+return {#msgs, push_to_outputs(2, msgs, tonumber(ARGV[2]), tonumber(ARGV[3]))}

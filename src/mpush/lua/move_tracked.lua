@@ -25,24 +25,14 @@
 -- hash field (and the xid's SHA-1): tracking stays cheap. Messages with the same xid in flight
 -- at once are tracked as one, the latest.
 -- Returns {moved, trimmed, tracked, over_capacity}.
+--!include push
+
 local msgs = redis.call('RPOP', KEYS[1], ARGV[1])
 if not msgs then
   return {0, 0, 0, 0}
 end
 local moved = #msgs
-local capacity = tonumber(ARGV[2])
-local expire = tonumber(ARGV[3])
-local trimmed = 0
-for i = 6, #KEYS do
-  local length = redis.call('LPUSH', KEYS[i], unpack(msgs))
-  if capacity > 0 and length > capacity then
-    redis.call('LTRIM', KEYS[i], 0, capacity - 1)
-    trimmed = trimmed + length - capacity
-  end
-  if expire > 0 then
-    redis.call('EXPIRE', KEYS[i], expire)
-  end
-end
+local trimmed = push_to_outputs(6, msgs, tonumber(ARGV[2]), tonumber(ARGV[3]))
 
 local n = math.min(moved, math.max(tonumber(ARGV[8]) - redis.call('HLEN', KEYS[3]), 0))
 if n == 0 then
