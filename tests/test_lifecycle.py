@@ -5,7 +5,11 @@ from __future__ import annotations
 import signal
 import time
 
+import pytest
+from redis.exceptions import RedisError
+
 from mpush.connection import connect, parse_redis_url
+from mpush.errors import FencedError
 from mpush.keys import ServiceKeys
 from mpush.runtime.lifecycle import Lifecycle, LifecyclePolicy
 from tests.conftest import RedisEnv
@@ -118,5 +122,30 @@ async def test_register_skips_an_id_whose_key_exists(redis_env: RedisEnv) -> Non
         await lifecycle.deregister()
         await lifecycle.deregister()  # idempotent
         assert not redis_env.client.exists(KEYS.instance(2))
+    finally:
+        await client.aclose()
+
+
+async def test_a_renewal_whose_reply_was_lost_is_still_ours(redis_env: RedisEnv) -> None:
+    """Redis stalls past the socket timeout, then applies the renewal: its reply is lost. The next
+    renewal must recognise the value as ours instead of fencing."""
+    client = connect(parse_redis_url(redis_env.url), socket_timeout=0.5)
+    server = redis_env.server_for(KEYS.instance(1))
+    try:
+        lifecycle = Lifecycle(client, KEYS, service="test", info={}, policy=LifecyclePolicy())
+        await lifecycle.register()
+        before = redis_env.client.hget(lifecycle.key, "renewed")
+        assert server.process is not None
+        server.process.send_signal(signal.SIGSTOP)
+        try:
+            with pytest.raises(RedisError):  # the reply does not come in time
+                await lifecycle.renew()
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        wait_until(lambda: redis_env.client.hget(lifecycle.key, "renewed") != before)
+        assert await lifecycle.renew()  # applied but unconfirmed: still ours
+        redis_env.client.hset(lifecycle.key, "renewed", "someone-else")
+        with pytest.raises(FencedError):
+            await lifecycle.renew()
     finally:
         await client.aclose()

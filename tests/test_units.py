@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import random
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -139,3 +140,73 @@ def _fake_clock(clock: list[float]) -> Iterator[None]:
 
     with mock.patch("mpush.backoff.time.monotonic", side_effect=lambda: clock[0]):
         yield
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "OOM command not allowed when used memory > 'maxmemory'.",
+        "BUSY Redis is busy running a script.",
+        "NOREPLICAS Not enough good replicas to write.",
+        "LOADING Redis is loading the dataset",
+    ],
+)
+def test_not_now_replies_are_transient(reply: str) -> None:
+    from redis.exceptions import ResponseError
+
+    from mpush.connection import is_transient
+
+    assert is_transient(ResponseError(reply))
+    assert not is_transient(
+        ResponseError("WRONGTYPE Operation against a key holding the wrong kind")
+    )
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"ts": "x"},
+        {"ts": []},
+        {"deadline": 1e20},
+        {"deadline": float("nan")},
+        {"deadline": True},
+        {"deadline": -5},
+    ],
+)
+def test_bad_times_in_a_request_are_message_errors(doc: dict[str, object]) -> None:
+    from mpush.http.messages import MessageError, Request
+    from mpush.runtime.correlation import Registration
+
+    base = {"v": 1, "id": "r1", "method": "GET", "url": "/", "reply": "q:res", "deadline": 2e9}
+    with pytest.raises(MessageError):
+        Request.from_doc({**base, **doc})
+    if "deadline" in doc:
+        assert Registration.from_doc({**base, **doc}) is None
+
+
+def test_router_sets_aside_a_request_whose_path_is_not_text() -> None:
+    import orjson
+
+    from mpush.services.hrouter import _decode
+
+    good = {"v": 1, "id": "r1", "method": "GET", "url": "/a", "reply": "q:res", "deadline": 2e9}
+    assert _decode(orjson.dumps(good)) is not None
+    assert _decode(orjson.dumps({**good, "path": 5})) is None
+    assert _decode(orjson.dumps({**good, "deadline": 1e20})) is None
+
+
+async def test_a_failed_write_never_loses_the_batch_popped_with_it(standalone_env: Any) -> None:
+    from mpush.connection import connect, parse_redis_url
+    from mpush.runtime.batches import Writes, _write_and_pop
+
+    standalone_env.client.set("w:wrong", "a string, not a list")
+    standalone_env.client.lpush("w:q", "a", "b", "c")
+    client = connect(parse_redis_url(standalone_env.url))
+    try:
+        writes = Writes()
+        writes.push("w:wrong", "response")  # fails: WRONGTYPE
+        writes.push("w:ok", "response")
+        assert await _write_and_pop(client, writes, "w:q", 10) == [b"a", b"b", b"c"]
+        assert standalone_env.client.lrange("w:ok", 0, -1) == ["response"]
+    finally:
+        await client.aclose()

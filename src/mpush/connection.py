@@ -56,9 +56,17 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# Error replies that mean "not now" rather than "never": out of memory under noeviction, a busy
+# script, too few replicas, a failover or resharding in progress.
+_NOT_NOW_REPLIES = ("OOM", "BUSY", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN", "CLUSTERDOWN", "LOADING")
+
+
 def is_transient(exc: BaseException) -> bool:
-    """True for failures that go away by themselves: lost connections, failovers, loading."""
-    return isinstance(exc, TRANSIENT_ERRORS) or _torn_down_under_us(exc)
+    """True for failures that go away by themselves: lost connections, failovers, loading, and
+    error replies that mean "not now" (OOM, BUSY, …)."""
+    if isinstance(exc, TRANSIENT_ERRORS) or _torn_down_under_us(exc):
+        return True
+    return isinstance(exc, rex.ResponseError) and str(exc).startswith(_NOT_NOW_REPLIES)
 
 
 def _torn_down_under_us(exc: BaseException) -> bool:

@@ -98,7 +98,7 @@ class HandlerLoop:
         for raw in batch:
             try:
                 request = Request.from_json(raw)
-            except MessageError:
+            except (MessageError, ValueError, TypeError):  # whatever a bad document raises
                 writes.set_aside(f"{self.queue}:bad", raw)
                 self._metrics.incr(self._name, "malformed")
                 answer = _answer_address(raw)

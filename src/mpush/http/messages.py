@@ -35,6 +35,8 @@ from typing import Any
 
 import orjson
 
+from mpush.epoch import is_epoch
+
 __all__ = [
     "VERSION",
     "MessageError",
@@ -102,10 +104,12 @@ def _text(doc: Mapping[str, Any], name: str) -> str:
     return value
 
 
-def _number(doc: Mapping[str, Any], name: str) -> float:
+def _number(doc: Mapping[str, Any], name: str, default: float | None = None) -> float:
     value = doc.get(name)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise MessageError(f"{name}: required, a number (epoch seconds)")
+    if value is None and default is not None:
+        return default
+    if not is_epoch(value):
+        raise MessageError(f"{name}: required, a number of epoch seconds")
     return float(value)
 
 
@@ -186,7 +190,7 @@ class Request:
             url=_text(doc, "url"),
             reply=_text(doc, "reply"),
             deadline=_number(doc, "deadline"),
-            ts=float(doc.get("ts") or 0.0),
+            ts=_number(doc, "ts", default=0.0),
             headers=_headers(doc, lists=False),
             body=decode_body(doc),
             route=route if isinstance(route, str) else None,

@@ -13,6 +13,7 @@ waiting side answers at the deadline.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,8 @@ import redis.exceptions as rex
 from mpush.backoff import Backoff, Outage
 from mpush.connection import AnyRedis, is_transient
 from mpush.runtime.shutdown import Shutdown
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Writes", "pop_batch", "pump"]
 
@@ -81,12 +84,30 @@ async def pop_batch(redis: AnyRedis, key: str, count: int, block: float) -> list
 
 
 async def _write_and_pop(redis: AnyRedis, writes: Writes, key: str, count: int) -> list[bytes]:
+    """Send ``writes`` and pop the next batch in one round trip.
+
+    The pipeline is not a transaction: the pop runs whatever happened to the writes, so its
+    messages are taken even when a write fails, and must not be lost with the error. A failed
+    write (a reply list of the wrong type, an expiry out of range) is logged and counted by the
+    caller's metrics, never allowed to end the service.
+    """
     async with redis.pipeline(transaction=False) as pipe:
         writes.apply(pipe)
         if count:
             pipe.rpop(key, count)
-        results = await pipe.execute()
-    return list(results[-1] or []) if count else []
+        results = await pipe.execute(raise_on_error=False)
+    failed = [r for r in (results[:-1] if count else results) if isinstance(r, Exception)]
+    if failed:
+        log.warning(
+            "%d of %d writes failed and were dropped, the first: %s",
+            len(failed),
+            len(results) - (1 if count else 0),
+            failed[0],
+        )
+    popped = results[-1] if count else None
+    if isinstance(popped, Exception):
+        raise popped
+    return list(popped or [])
 
 
 async def pump(

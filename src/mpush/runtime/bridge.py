@@ -29,8 +29,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis.exceptions as rex
-
 from mpush.backoff import Backoff, Outage
 from mpush.config import VpushSettings
 from mpush.connection import AnyRedis, describe_url, is_transient
@@ -46,8 +44,6 @@ __all__ = ["Batch", "Bridge", "retryable", "with_provenance"]
 
 log = logging.getLogger(__name__)
 
-# Error replies that mean "not now" rather than "never": retried like a lost connection.
-_RETRYABLE_REPLIES = ("OOM", "BUSY", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN", "CLUSTERDOWN")
 _RELEASE_TIMEOUT = 2.0
 _LAG_EVERY = 0.1  # seconds between samples of the input's length (a gauge, not per message)
 _MOVED = "vpush_moved"
@@ -302,10 +298,8 @@ class Bridge:
 
 
 def retryable(exc: BaseException) -> bool:
-    """Transient failures, and error replies that mean "not now" (OOM, BUSY, …): retry them."""
-    if is_transient(exc):
-        return True
-    return isinstance(exc, rex.ResponseError) and str(exc).startswith(_RETRYABLE_REPLIES)
+    """Transient failures, error replies that mean "not now" (OOM, BUSY, …) included."""
+    return is_transient(exc)
 
 
 def with_provenance(message: bytes, source: str, moved_at_ms: int) -> bytes:

@@ -21,6 +21,8 @@ from typing import Any
 
 import orjson
 
+from mpush.epoch import is_epoch
+
 __all__ = ["Registration", "registration_key"]
 
 LINGER = 10.0  # seconds a registration outlives its deadline at least
@@ -53,13 +55,13 @@ class Registration:
     def from_doc(cls, doc: Mapping[str, Any], route: str = "") -> Registration | None:
         """From a request (or registration) document; None without a usable reply/deadline."""
         reply, deadline = doc.get("reply"), doc.get("deadline")
-        if not isinstance(reply, str) or not isinstance(deadline, int | float):
+        if not isinstance(reply, str) or not is_epoch(deadline):
             return None
         ts = doc.get("ts")
         return cls(
             reply=reply,
             deadline=float(deadline),
-            ts=float(ts) if isinstance(ts, int | float) else float(deadline),
+            ts=float(ts) if is_epoch(ts) else float(deadline),
             route=str(doc.get("route") or route or "-"),
         )
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ __all__ = ["Lifecycle", "LifecyclePolicy"]
 log = logging.getLogger(__name__)
 
 _REGISTER_ATTEMPTS = 5
+_UNCONFIRMED_KEPT = 8  # renewals in a row whose replies may be lost before we give up on them
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,9 @@ class Lifecycle:
         self._register = redis.register_script(load_lua("register"))
         self._renew = redis.register_script(load_lua("renew"))
         self.instance_id: int | None = None
-        self._renewed = ""
+        self._renewed = ""  # the `renewed` value we wrote last, confirmed by its reply
+        self._unconfirmed: list[str] = []  # values sent whose reply was lost: maybe written
+        self._clock_offset = 0.0  # Redis TIME minus our clock, measured at registration
         self._fenced = False
 
     @property
@@ -94,6 +98,7 @@ class Lifecycle:
             raise MpushError(f"could not register under {self._keys.counter}: ids keep colliding")
         self.instance_id = instance_id
         self._renewed = _text(stamp)
+        self._clock_offset = float(self._renewed) - time.time()
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.lpush(self._keys.ids, instance_id)
             pipe.ltrim(self._keys.ids, 0, self._policy.capacity - 1)
@@ -114,12 +119,17 @@ class Lifecycle:
         return dropped
 
     async def renew(self) -> bool:
-        """Renew; False when the registration is gone. FencedError when someone changed it."""
-        status, value = await self._renew(
-            keys=[self.key], args=[self._renewed, self._policy.expire]
-        )
+        """Renew; False when the registration is gone. FencedError when someone changed it.
+
+        The new `renewed` value is chosen here (Redis time, as measured at registration, in
+        microseconds), so a renewal whose reply is lost is still recognised as ours by the next.
+        """
+        stamp = f"{max(time.time() + self._clock_offset, float(self._renewed) + 1e-6):.6f}"
+        ours = [self._renewed, *self._unconfirmed]
+        self._unconfirmed = [*self._unconfirmed[-(_UNCONFIRMED_KEPT - 1) :], stamp]
+        status, value = await self._renew(keys=[self.key], args=[self._policy.expire, stamp, *ours])
         if int(status) == 1:
-            self._renewed = _text(value)
+            self._renewed, self._unconfirmed = stamp, []
             return True
         if int(status) == 0:
             return False

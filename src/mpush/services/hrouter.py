@@ -26,6 +26,7 @@ import orjson
 from mpush.backoff import Backoff
 from mpush.config import RouterSettings, default_prefix
 from mpush.connection import AnyRedis, RedisTarget, is_transient
+from mpush.epoch import is_epoch
 from mpush.errors import ConfigError
 from mpush.http.messages import compact_json, error_response
 from mpush.http.routes import RouteError, RouteTable, parse_routes
@@ -143,7 +144,10 @@ class Router:
         metrics = ctx.metrics
         writes = Writes()
         for raw in batch:
-            doc = _decode(raw)
+            try:
+                doc = _decode(raw)
+            except (ValueError, TypeError):  # whatever a bad document raises
+                doc = None
             if doc is None:
                 writes.set_aside(f"{self.settings.input}:bad", raw)
                 metrics.incr(METRIC, "malformed")
@@ -192,6 +196,6 @@ def _decode(raw: bytes) -> dict[str, Any] | None:
     for name in ("id", "method", "url", "reply"):
         if not isinstance(doc.get(name), str) or not doc[name]:
             return None
-    if isinstance(doc.get("deadline"), bool) or not isinstance(doc.get("deadline"), int | float):
+    if not is_epoch(doc.get("deadline")) or not isinstance(doc.get("path", ""), str):
         return None
     return doc
