@@ -32,7 +32,12 @@ def test_a_connection_torn_down_inside_the_client_is_transient(exc_type: type[Ex
     assert is_transient(raised_in("/usr/lib/python3.11/asyncio/selector_events.py", exc_type))
 
 
-@pytest.mark.parametrize("exc_type", [AttributeError, TypeError])
+def test_a_transport_closed_under_uvloop_is_transient() -> None:
+    """Under uvloop the same teardown surfaces as RuntimeError from the transport's handle."""
+    assert is_transient(raised_in("uvloop/handles/handle.pyx", RuntimeError))
+
+
+@pytest.mark.parametrize("exc_type", [AttributeError, TypeError, RuntimeError])
 def test_the_same_errors_elsewhere_are_bugs(exc_type: type[Exception]) -> None:
     assert not is_transient(raised_in("/app/src/mpush/services/mbalance.py", exc_type))
     assert not is_transient(exc_type("no traceback"))

@@ -70,20 +70,22 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def _torn_down_under_us(exc: BaseException) -> bool:
-    """A lost connection that redis-py's asyncio client reports as AttributeError or TypeError.
+    """A lost connection that redis-py's asyncio client reports as AttributeError, TypeError or,
+    under uvloop, RuntimeError ("the handler is closed").
 
     When a connection is closed while another task is using it (the Cluster client drops a failed
     node's connections while a second loop is reconnecting through them), the write can hit a
     writer or transport that is already gone (redis/redis-py#4287, #3546). Only errors raised
-    inside the redis or asyncio I/O code count: the same types from anywhere else are bugs.
+    inside the redis, asyncio or uvloop I/O code count: the same types from anywhere else are bugs.
     """
-    if not isinstance(exc, AttributeError | TypeError):
+    if not isinstance(exc, AttributeError | TypeError | RuntimeError):
         return False
     frame, tb = None, exc.__traceback__
     while tb is not None:
         frame, tb = tb.tb_frame, tb.tb_next
     where = frame.f_code.co_filename.replace("\\", "/") if frame is not None else ""
-    return "/asyncio/" in where  # redis/asyncio/connection.py, asyncio/selector_events.py, …
+    # redis/asyncio/connection.py, asyncio/selector_events.py, uvloop/handles/handle.pyx, …
+    return "/asyncio/" in where or where.startswith("uvloop/") or "/uvloop/" in where
 
 
 @dataclass(frozen=True)
