@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import time
 
 from mpush.backoff import Backoff, Outage
 from mpush.connection import AnyRedis, is_transient
@@ -75,7 +74,6 @@ class Exchange:
         self._idle = asyncio.Event()
         self._stop = _Closed()
         self.queue_length = 0
-        self.queue_length_at = 0.0
 
     def new_id(self) -> str:
         return f"{self._prefix}-{next(self._seq)}"
@@ -152,7 +150,6 @@ class Exchange:
 
     def note_length(self, length: int) -> None:
         self.queue_length = length
-        self.queue_length_at = time.monotonic()
 
     async def _read_loop(self) -> None:
         await pump(

@@ -46,10 +46,6 @@ class Route:
             return None
         return {k: v for k, v in found.groupdict().items() if v is not None}
 
-    def describe(self) -> str:
-        methods = ",".join(sorted(self.methods)) + " " if self.methods else ""
-        return f"{methods}{self.pattern.pattern} {self.queue} {self.name}"
-
 
 def parse_route(text: str) -> Route:
     """One route from its short form or its JSON form; RouteError naming the problem."""
@@ -113,10 +109,6 @@ class RouteTable:
     def __init__(self, configured: list[Route]) -> None:
         self.configured = configured
         self.live: list[Route] = []
-
-    @property
-    def routes(self) -> list[Route]:
-        return [*self.live, *self.configured]
 
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
         for route in self.live:

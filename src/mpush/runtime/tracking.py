@@ -52,10 +52,6 @@ class TrackingPolicy:
     backoff: float = 1.0
     backoff_max: float = 60.0
 
-    @property
-    def retry(self) -> bool:
-        return self.max_deliveries > 0
-
 
 @dataclass(frozen=True)
 class Tracking:
