@@ -198,6 +198,7 @@ def test_router_sets_aside_a_request_whose_path_is_not_text() -> None:
 async def test_a_failed_write_never_loses_the_batch_popped_with_it(standalone_env: Any) -> None:
     from mpush.connection import connect, parse_redis_url
     from mpush.runtime.batches import Writes, _write_and_pop
+    from mpush.runtime.pinned import PinnedConnection
 
     standalone_env.client.set("w:wrong", "a string, not a list")
     standalone_env.client.lpush("w:q", "a", "b", "c")
@@ -206,7 +207,9 @@ async def test_a_failed_write_never_loses_the_batch_popped_with_it(standalone_en
         writes = Writes()
         writes.push("w:wrong", "response")  # fails: WRONGTYPE
         writes.push("w:ok", "response")
-        assert await _write_and_pop(client, writes, "w:q", 10) == [b"a", b"b", b"c"]
+        pinned = PinnedConnection(client)
+        assert await _write_and_pop(pinned, writes, "w:q", 10) == [b"a", b"b", b"c"]
+        await pinned.close()
         assert standalone_env.client.lrange("w:ok", 0, -1) == ["response"]
     finally:
         await client.aclose()

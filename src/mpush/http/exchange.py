@@ -4,7 +4,7 @@
 pushes everything queued with one multi-value ``LPUSH`` per round trip (requests arriving while a
 push is in flight go in the next one), and a single reader task pops batches from this instance's
 reply list and resolves the futures by request id. So a thousand waiting requests cost two Redis
-connections, not a thousand blocked ones.
+connections (each the task's own, ``mpush.runtime.pinned``), not a thousand blocked ones.
 
 Responses for ids nobody waits for (late, or unknown) are dropped and counted. A response that is
 not valid JSON per the contract is counted and set aside on ``<reply>:bad`` (the newest 100); when
@@ -22,6 +22,7 @@ from mpush.connection import AnyRedis, is_transient
 from mpush.http.messages import MessageError, Response, error_response, guess_id
 from mpush.runtime.batches import Writes, pump
 from mpush.runtime.metrics import Metrics
+from mpush.runtime.pinned import PinnedConnection
 from mpush.runtime.shutdown import Shutdown
 
 __all__ = ["Exchange", "QueueUnavailable"]
@@ -125,6 +126,13 @@ class Exchange:
         self._wake.set()
 
     async def _write_loop(self) -> None:
+        pinned = PinnedConnection(self._redis)
+        try:
+            await self._write(pinned)
+        finally:
+            await pinned.close()
+
+    async def _write(self, pinned: PinnedConnection) -> None:
         backoff = Backoff()
         while not self._stop.requested:
             if not self._outbox:
@@ -133,7 +141,7 @@ class Exchange:
                 continue
             taken, self._outbox = self._outbox[: self._batch], self._outbox[self._batch :]
             try:
-                length = await self._redis.lpush(self.queue, *[message for _, message in taken])
+                length = await pinned.call("LPUSH", self.queue, *[message for _, message in taken])
             except Exception as exc:
                 if not is_transient(exc):
                     raise

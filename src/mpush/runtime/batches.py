@@ -3,8 +3,9 @@
 ``pump`` takes up to ``count`` messages from the tail (the oldest) of a list, hands them to a
 function that returns the ``Writes`` they lead to (pushes to other lists, registrations, messages
 set aside), and sends those writes *together with the next pop* in one pipeline: under load each
-batch costs one round trip. When the list is empty it blocks (``BLMPOP`` on Redis ≥ 7.0, else
-``BRPOP``) for up to ``pop_timeout`` seconds, so shutdown is never far.
+batch costs one round trip, over a connection of the pump's own (``mpush.runtime.pinned``). When
+the list is empty it blocks (``BLMPOP`` on Redis ≥ 7.0, else ``BRPOP``) for up to ``pop_timeout``
+seconds, so shutdown is never far.
 
 The pops are destructive: this suits messages with a deadline (HTTP requests and responses). If the
 process dies holding a batch, nobody could use those messages after their deadline anyway, and the
@@ -14,6 +15,7 @@ waiting side answers at the deadline.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +24,7 @@ import redis.exceptions as rex
 
 from mpush.backoff import Backoff, Outage
 from mpush.connection import AnyRedis, is_transient
+from mpush.runtime.pinned import Command, PinnedConnection
 from mpush.runtime.shutdown import Shutdown
 
 log = logging.getLogger(__name__)
@@ -30,7 +33,7 @@ __all__ = ["Writes", "pop_batch", "pump"]
 
 SET_ASIDE = 100  # newest messages kept on a ``<list>:bad`` list
 
-_no_blmpop: set[int] = set()
+_no_blmpop: weakref.WeakSet[PinnedConnection] = weakref.WeakSet()  # on Redis 6.2
 
 
 @dataclass
@@ -52,38 +55,41 @@ class Writes:
     def __bool__(self) -> bool:
         return bool(self.pushes or self.registrations or self.aside)
 
-    def apply(self, pipe: Any) -> None:
+    def commands(self) -> list[Command]:
+        commands: list[Command] = []
         for key, value, expire_at_ms in self.registrations:
-            pipe.set(key, value, pxat=expire_at_ms)
+            commands.append(("SET", key, value, "PXAT", expire_at_ms))
         for key, messages in self.pushes.items():
-            pipe.lpush(key, *messages)
+            commands.append(("LPUSH", key, *messages))
             if key in self.expire:
-                pipe.expire(key, self.expire[key])
+                commands.append(("EXPIRE", key, self.expire[key]))
         for key, messages in self.aside.items():
-            pipe.lpush(key, *messages)
-            pipe.ltrim(key, 0, SET_ASIDE - 1)
+            commands.append(("LPUSH", key, *messages))
+            commands.append(("LTRIM", key, 0, SET_ASIDE - 1))
+        return commands
 
 
-async def pop_batch(redis: AnyRedis, key: str, count: int, block: float) -> list[bytes]:
+async def pop_batch(redis: PinnedConnection, key: str, count: int, block: float) -> list[bytes]:
     """Up to ``count`` messages from the right of ``key``, oldest first; [] after ``block`` s."""
-    wait: Any = block  # redis-py types timeouts as int; Redis takes decimals
-    if id(redis) not in _no_blmpop:
+    if redis not in _no_blmpop:
         try:
-            found = await redis.execute_command("BLMPOP", wait, 1, key, "RIGHT", "COUNT", count)
+            found = await redis.call("BLMPOP", block, 1, key, "RIGHT", "COUNT", count)
         except rex.ResponseError as exc:
             if "unknown command" not in str(exc).lower():
                 raise
-            _no_blmpop.add(id(redis))  # Redis 6.2: no BLMPOP
+            _no_blmpop.add(redis)  # Redis 6.2: no BLMPOP
         else:
             return list(found[1]) if found else []
-    batch: Any = await redis.rpop(key, count)
+    batch: Any = await redis.call("RPOP", key, count)
     if batch:
         return list(batch)
-    one: Any = await redis.brpop([key], wait)
+    one: Any = await redis.call("BRPOP", key, block)
     return [one[1]] if one else []
 
 
-async def _write_and_pop(redis: AnyRedis, writes: Writes, key: str, count: int) -> list[bytes]:
+async def _write_and_pop(
+    redis: PinnedConnection, writes: Writes, key: str, count: int
+) -> list[bytes]:
     """Send ``writes`` and pop the next batch in one round trip.
 
     The pipeline is not a transaction: the pop runs whatever happened to the writes, so its
@@ -91,11 +97,10 @@ async def _write_and_pop(redis: AnyRedis, writes: Writes, key: str, count: int) 
     write (a reply list of the wrong type, an expiry out of range) is logged and counted by the
     caller's metrics, never allowed to end the service.
     """
-    async with redis.pipeline(transaction=False) as pipe:
-        writes.apply(pipe)
-        if count:
-            pipe.rpop(key, count)
-        results = await pipe.execute(raise_on_error=False)
+    commands = writes.commands()
+    if count:
+        commands.append(("RPOP", key, count))
+    results = await redis.pipeline(commands)
     failed = [r for r in (results[:-1] if count else results) if isinstance(r, Exception)]
     if failed:
         log.warning(
@@ -125,6 +130,22 @@ async def pump(
     The writes of the last batch are sent before returning. A transient error loses the writes in
     hand (their messages had a deadline; the waiting side answers at it) and is retried.
     """
+    pinned = PinnedConnection(redis)
+    try:
+        await _pump(pinned, source, handle, count, pop_timeout, shutdown, outage)
+    finally:
+        await pinned.close()
+
+
+async def _pump(
+    redis: PinnedConnection,
+    source: str,
+    handle: Callable[[list[bytes]], Awaitable[Writes]],
+    count: int,
+    pop_timeout: float,
+    shutdown: Shutdown,
+    outage: Outage,
+) -> None:
     backoff = Backoff()
     writes = Writes()
     while True:
