@@ -79,7 +79,7 @@ def load(wrk: str, port: int, connections: int, duration: float, path: str = "/"
     """One wrk run against 127.0.0.1:``port``."""
     threads = min(2, connections)
     command = [
-        wrk, f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--latency",
+        wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency",
         "--timeout", "10s", f"http://127.0.0.1:{port}{path}",
     ]  # fmt: skip
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout

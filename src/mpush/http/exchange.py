@@ -9,6 +9,10 @@ connections (each the task's own, ``mpush.runtime.pinned``), not a thousand bloc
 Responses for ids nobody waits for (late, or unknown) are dropped and counted. A response that is
 not valid JSON per the contract is counted and set aside on ``<reply>:bad`` (the newest 100); when
 its id can still be read, the waiting request gets a 502.
+
+Every request waits ``timeout`` seconds at most: one task wakes at the oldest deadline and resolves
+what has expired with ``TIMED_OUT`` (requests are submitted in deadline order, so that is a scan of
+the oldest few), instead of a timer per request.
 """
 
 from __future__ import annotations
@@ -25,11 +29,13 @@ from mpush.runtime.metrics import Metrics
 from mpush.runtime.pinned import PinnedConnection
 from mpush.runtime.shutdown import Shutdown
 
-__all__ = ["Exchange", "QueueUnavailable"]
+__all__ = ["TIMED_OUT", "Exchange", "QueueUnavailable"]
 
 log = logging.getLogger(__name__)
 
 METRIC = "hgateway"
+TIMED_OUT = Response("-", 504, {}, b"504 Gateway Timeout\n")  # the answer at a deadline
+_MIN_SLEEP = 0.005
 
 
 class QueueUnavailable(Exception):
@@ -55,6 +61,7 @@ class Exchange:
         reply: str,
         id_prefix: str,
         batch: int,
+        timeout: float,
         pop_timeout: float,
         metrics: Metrics,
         outage: Outage,
@@ -64,12 +71,15 @@ class Exchange:
         self.reply = reply
         self._prefix = id_prefix
         self._batch = batch
+        self._timeout = timeout
         self._pop_timeout = pop_timeout
         self._metrics = metrics
         self._outage = outage
         self._seq = itertools.count(1)
         self._loop = asyncio.get_running_loop()
-        self.pending: dict[str, asyncio.Future[Response]] = {}
+        # request id → (the future of its response, its deadline on the loop's clock), in submit
+        # order, which is deadline order: every request gets the same timeout
+        self.pending: dict[str, tuple[asyncio.Future[Response], float]] = {}
         self._outbox: list[tuple[str, bytes]] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -80,9 +90,9 @@ class Exchange:
         return f"{self._prefix}-{next(self._seq)}"
 
     def submit(self, request_id: str, message: bytes) -> asyncio.Future[Response]:
-        """Queue ``message`` for the request queue; the future gets the response."""
+        """Queue ``message`` for the request queue; the future gets the response, or TIMED_OUT."""
         future: asyncio.Future[Response] = self._loop.create_future()
-        self.pending[request_id] = future
+        self.pending[request_id] = (future, self._loop.time() + self._timeout)
         self._idle.clear()
         self._outbox.append((request_id, message))
         self._wake.set()
@@ -108,7 +118,7 @@ class Exchange:
     def answer_all(self) -> int:
         """Resolve every pending request with a 503 (at the end of a drain); return how many."""
         count = 0
-        for request_id, future in list(self.pending.items()):
+        for request_id, (future, _) in list(self.pending.items()):
             if not future.done():
                 future.set_result(error_response(request_id, 503, "Service Unavailable"))
                 count += 1
@@ -120,6 +130,7 @@ class Exchange:
         async with asyncio.TaskGroup() as group:
             group.create_task(self._write_loop())
             group.create_task(self._read_loop())
+            group.create_task(self._expire_loop())
 
     def close(self) -> None:
         self._stop.request("request/response exchange closed")
@@ -147,9 +158,9 @@ class Exchange:
                     raise
                 self._outage.failed(exc)
                 for request_id, _ in taken:
-                    future = self.pending.get(request_id)
-                    if future is not None and not future.done():
-                        future.set_exception(QueueUnavailable(str(exc)))
+                    entry = self.pending.get(request_id)
+                    if entry is not None and not entry[0].done():
+                        entry[0].set_exception(QueueUnavailable(str(exc)))
                 await self._stop.sleep(backoff.next_delay())
                 continue
             self._outage.recovered()
@@ -187,8 +198,22 @@ class Exchange:
         return writes
 
     def _deliver(self, response: Response) -> None:
-        future = self.pending.pop(response.id, None)
-        if future is None or future.done():
+        entry = self.pending.pop(response.id, None)
+        if entry is None or entry[0].done():
             self._metrics.incr(METRIC, "late")
             return
-        future.set_result(response)
+        entry[0].set_result(response)
+
+    async def _expire_loop(self) -> None:
+        """Resolve each request still waiting at its deadline with TIMED_OUT."""
+        while True:
+            now = self._loop.time()
+            wake = now + self._timeout
+            for future, deadline in self.pending.values():  # oldest first
+                if deadline > now:
+                    wake = deadline
+                    break
+                if not future.done():
+                    future.set_result(TIMED_OUT)  # the waiting request forgets it
+            if await self._stop.sleep(max(wake - now, _MIN_SLEEP)):
+                return

@@ -33,7 +33,7 @@ from mpush.backoff import Backoff
 from mpush.config import GatewaySettings, default_prefix, overlay
 from mpush.connection import AnyRedis, RedisTarget, is_transient
 from mpush.errors import ConfigError
-from mpush.http.exchange import METRIC, Exchange, QueueUnavailable
+from mpush.http.exchange import METRIC, TIMED_OUT, Exchange, QueueUnavailable
 from mpush.http.messages import Response, compact_json, encode_body, error_response
 from mpush.keys import ServiceKeys
 from mpush.runtime.metrics import Metrics
@@ -165,10 +165,9 @@ class GatewayApp:
         }
         encode_body(body, doc)
         future = exchange.submit(request_id, compact_json(doc))
-        timer = asyncio.get_running_loop().call_later(timeout, _expire, future, request_id)
         try:
             response = await future
-            if response is _TIMED_OUT:
+            if response is TIMED_OUT:
                 self.metrics.incr(METRIC, "timeout")
                 return error_response(request_id, 504, "Gateway Timeout")
             return response
@@ -181,17 +180,7 @@ class GatewayApp:
                 b"503 Service Unavailable\n",
             )
         finally:
-            timer.cancel()
             exchange.forget(request_id)
-
-
-def _expire(future: asyncio.Future[Response], request_id: str) -> None:
-    """The deadline passed: the waiting request answers 504 (a later response is dropped)."""
-    if not future.done():
-        future.set_result(_TIMED_OUT)
-
-
-_TIMED_OUT = Response("-", 504, {}, b"504 Gateway Timeout\n")
 
 
 class _Server(uvicorn.Server):
@@ -251,6 +240,7 @@ class Gateway:
             reply=f"{reply_prefix}:{instance}",
             id_prefix=instance,
             batch=settings.batch,
+            timeout=settings.timeout,
             pop_timeout=settings.pop_timeout,
             metrics=ctx.metrics,
             outage=ctx.outage,
