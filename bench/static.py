@@ -7,10 +7,14 @@ In one run, with wrk at ``--connections`` connections fetching one 1 KiB file:
                 started here as a foreground process with a config in a temporary directory;
   2. starlette: uvicorn (uvloop, httptools) serving Starlette's StaticFiles, one process;
   3. suite:     hgateway → hrouter → hfiler, each its own process, against a private
-                redis-server; hfiler serves the file from Redis.
+                redis-server; hfiler serves the file from Redis, and the gateway, as by
+                default, reuses hfiler's ``public`` answer for up to a second (its response
+                cache): most requests are answered by the gateway from memory;
+  4. uncached:  the same with the gateway's cache off (``--cache-bytes 0``): every request
+                travels gateway → Redis → hrouter → Redis → hfiler → Redis → gateway.
 Prints req/s, p50/p99 and errors of each, the ratios and the targets: suite ≥ 25% of nginx's
-req/s, ≥ 2× Starlette StaticFiles; suite p99 ≤ 25 ms. Needs wrk and nginx
-(``scripts/ensure-deps bench`` installs both).
+req/s, ≥ 2× Starlette StaticFiles; suite p99 ≤ 25 ms; and the uncached path's ratios beside them.
+Needs wrk and nginx (``scripts/ensure-deps bench`` installs both).
 """
 
 from __future__ import annotations
@@ -41,7 +45,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--only", choices=["nginx", "starlette", "suite"], action="append")
+    parser.add_argument(
+        "--only", choices=["nginx", "starlette", "suite", "uncached"], action="append"
+    )
     args = parser.parse_args()
     wrk = shutil.which("wrk")
     nginx = shutil.which("nginx") or (
@@ -50,7 +56,7 @@ def main() -> int:
     if wrk is None or nginx is None:
         print("wrk and nginx are needed: scripts/ensure-deps bench", file=sys.stderr)
         return 2
-    chosen = args.only or ["nginx", "starlette", "suite"]
+    chosen = args.only or ["nginx", "starlette", "suite", "uncached"]
     results: dict[str, Result] = {}
     with tempfile.TemporaryDirectory(prefix="mpush-bench-static-") as name:
         tmp = Path(name)
@@ -61,6 +67,7 @@ def main() -> int:
             "nginx": lambda: run_nginx(nginx, wrk, tmp, site, args),
             "starlette": lambda: run_starlette(wrk, tmp, site, args),
             "suite": lambda: run_suite(wrk, tmp, site, args),
+            "uncached": lambda: run_suite(wrk, tmp, site, args, "--cache-bytes", "0"),
         }
         for label in chosen:
             results[label] = runs[label]()
@@ -113,7 +120,7 @@ def run_starlette(wrk: str, tmp: Path, site: Path, args: argparse.Namespace) -> 
         return load(wrk, port, args.connections, args.duration, f"/{FILE}")
 
 
-def run_suite(wrk: str, tmp: Path, site: Path, args: argparse.Namespace) -> Result:
+def run_suite(wrk: str, tmp: Path, site: Path, args: argparse.Namespace, *gateway: str) -> Result:
     server = RedisServer(tmp / "redis").start()
     try:
         port = free_port()
@@ -122,7 +129,7 @@ def run_suite(wrk: str, tmp: Path, site: Path, args: argparse.Namespace) -> Resu
         commands = [
             [*mpush, "hfiler", *common, "--in", "bench:files", "--root", str(site)],
             [*mpush, "hrouter", *common, "--route", "^/ bench:files files"],
-            [*mpush, "hgateway", *common, "--port", str(port)],
+            [*mpush, "hgateway", *common, "--port", str(port), *gateway],
         ]
         with processes(tmp, commands):
             wait_http(port, f"/{FILE}")
@@ -136,6 +143,7 @@ def report(results: dict[str, Result], connections: int) -> None:
         "nginx": "nginx (1 worker)",
         "starlette": "uvicorn + Starlette StaticFiles",
         "suite": "hgateway → hrouter → hfiler",
+        "uncached": "the same, gateway cache off",
     }
     print(f"\n1 KiB file, {connections} connections")
     print(f"{'':34} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
@@ -144,20 +152,27 @@ def report(results: dict[str, Result], connections: int) -> None:
             f"{labels[key]:34} {result.rps:10.0f} {result.p50_ms:8.2f} {result.p99_ms:8.2f} "
             f"{result.errors:7d}"
         )
-    suite = results.get("suite")
-    if suite is None:
-        return
     print()
-    if "nginx" in results:
-        ratio = suite.rps / results["nginx"].rps
-        print(f"suite / nginx req/s:      {ratio:7.1%}   (target ≥ 25%)  {_ok(ratio >= 0.25)}")
-    if "starlette" in results:
-        ratio = suite.rps / results["starlette"].rps
-        print(f"suite / Starlette req/s:  {ratio:7.2f}×  (target ≥ 2×)   {_ok(ratio >= 2)}")
-    print(
-        f"suite p99:                {suite.p99_ms:7.2f} ms (target ≤ 25 ms) "
-        f"{_ok(suite.p99_ms <= 25)}"
-    )
+    suite = results.get("suite")
+    if suite is not None:
+        if "nginx" in results:
+            ratio = suite.rps / results["nginx"].rps
+            print(f"suite / nginx req/s:       {ratio:7.1%}   (target ≥ 25%)  {_ok(ratio >= 0.25)}")
+        if "starlette" in results:
+            ratio = suite.rps / results["starlette"].rps
+            print(f"suite / Starlette req/s:   {ratio:7.2f}×  (target ≥ 2×)   {_ok(ratio >= 2)}")
+        print(
+            f"suite p99:                 {suite.p99_ms:7.2f} ms (target ≤ 25 ms) "
+            f"{_ok(suite.p99_ms <= 25)}"
+        )
+    uncached = results.get("uncached")
+    if uncached is not None:
+        for base, label in (("nginx", "nginx"), ("starlette", "Starlette")):
+            if base in results:
+                ratio = uncached.rps / results[base].rps
+                shown = f"{ratio:7.1%}" if base == "nginx" else f"{ratio:7.2f}×"
+                print(f"uncached / {label + ' req/s:':15} {shown}")
+        print(f"uncached p99:              {uncached.p99_ms:7.2f} ms")
 
 
 def _ok(met: bool) -> str:

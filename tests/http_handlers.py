@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
+from urllib.parse import parse_qs
 
 from mpush.http import Request, Response
 
@@ -43,3 +45,18 @@ def fails(request: Request) -> Response:
 def expiry(path: str, stat: os.stat_result) -> int | None:
     """hfiler's programmable expiry in the tests: images live 42 s, the rest as configured."""
     return 42 if path.startswith("img/") else None
+
+
+_answers = itertools.count(1)
+
+
+def cached(request: Request) -> Response:
+    """A numbered answer (so a test sees whether it came from here), with the Cache-Control,
+    Vary and Set-Cookie of ``?cc=…&vary=…&cookie=…``."""
+    query = {name: values[0] for name, values in parse_qs(request.query).items()}
+    headers: dict[str, str | list[str]] = {"content-type": "text/plain", "etag": '"v1"'}
+    for field, header in (("cc", "cache-control"), ("vary", "vary"), ("cookie", "set-cookie")):
+        if field in query:
+            headers[header] = query[field]
+    body = f"{next(_answers)} {request.method} {request.headers.get('x-variant', '-')}\n"
+    return Response(request.id, 200, headers, body.encode())

@@ -7,6 +7,7 @@ import gzip
 import os
 import signal
 import socket
+import time
 from pathlib import Path
 
 import httpx
@@ -38,10 +39,15 @@ def site(tmp_path: Path) -> Path:
 
 
 def start(
-    env: RedisEnv, spawn: Spawner, root: Path, *extra: str, routes: tuple[str, ...] = ()
+    env: RedisEnv,
+    spawn: Spawner,
+    root: Path,
+    *extra: str,
+    routes: tuple[str, ...] = (),
+    gateway: tuple[str, ...] = ("--cache-bytes", "0"),  # hfiler answers every request
 ) -> Web:
     web = Web(env, spawn)
-    web.gateway()
+    web.gateway(*gateway)
     web.router(routes=[*routes, f"^/ {FILES} files"])
     filer = ["hfiler", *web.common(), "--in", FILES, "--root", str(root), "--ttl", "300"]
     filer += ["--max-size", "4096", "--metrics-interval", "0.2", *extra]
@@ -120,6 +126,22 @@ def test_expiry_and_changed_file_pickup(redis_env: RedisEnv, spawn: Spawner, sit
     after = httpx.get(web.url("/index.html"), timeout=10)
     assert after.text == "<h1>changed</h1>\n"
     assert after.headers["etag"] != before
+
+
+def test_a_changed_file_shows_through_the_gateway_cache_within_its_cap(
+    standalone_env: RedisEnv, spawn: Spawner, site: Path
+) -> None:
+    web = start(standalone_env, spawn, site, gateway=("--cache-max-age", "1"))
+    with httpx.Client(timeout=10) as http:
+        first = http.get(web.url("/index.html"))
+        assert http.get(web.url("/index.html")).headers.get("age") is not None  # a cache hit
+        (site / "index.html").write_text("<h1>changed again</h1>\n")
+        stamp = (site / "index.html").stat().st_mtime + 5
+        os.utime(site / "index.html", (stamp, stamp))
+        began = time.monotonic()
+        wait_until(lambda: http.get(web.url("/index.html")).text == "<h1>changed again</h1>\n")
+    assert time.monotonic() - began < 3, "seen once the cached answer is a second old"
+    assert first.text == "<h1>home</h1>\n"
 
 
 def raw_get(port: int, path: str) -> int:

@@ -48,6 +48,17 @@ class GatewaySettings(CommonSettings):
         3.0, ge=0, le=4, description="Seconds to finish in-flight requests on shutdown."
     )
     batch: int = Field(500, ge=1, le=5000, description="Most messages per Redis round trip.")
+    cache_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=0,
+        description="Memory for answers marked public, cached in the gateway, bytes (0: off).",
+    )
+    cache_max_age: float = Field(
+        1.0, ge=0, le=86_400, description="Longest a cached answer is reused, seconds."
+    )
+    cache_max_entry: int = Field(
+        1024 * 1024, ge=0, description="Largest answer the cache keeps, bytes."
+    )
 
     discoverable: ClassVar[tuple[str, ...]] = (
         "host",
@@ -61,6 +72,9 @@ class GatewaySettings(CommonSettings):
         "require_consumer",
         "drain",
         "batch",
+        "cache_bytes",
+        "cache_max_age",
+        "cache_max_entry",
     )
 
 

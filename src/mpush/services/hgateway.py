@@ -12,6 +12,9 @@ shutting down; 413 over the body limit; 400 for a request it cannot turn into a 
 malformed response. Never a stack trace. On shutdown it stops listening, lets the requests in flight
 finish for up to ``drain`` seconds, and answers the rest with 503.
 
+Answers a handler marks ``Cache-Control: public`` are reused for up to ``cache_max_age`` seconds
+(``mpush.http.cache``): repeats of a hot ``GET`` are answered without a round trip through Redis.
+
 Served by uvicorn (uvloop, httptools) with a plain ASGI app; the runner owns the signals.
 """
 
@@ -33,6 +36,7 @@ from mpush.backoff import Backoff
 from mpush.config import GatewaySettings, default_prefix, overlay
 from mpush.connection import AnyRedis, RedisTarget, is_transient
 from mpush.errors import ConfigError
+from mpush.http.cache import ResponseCache, cache_key
 from mpush.http.exchange import METRIC, TIMED_OUT, Exchange, QueueUnavailable
 from mpush.http.messages import Response, compact_json, encode_body, error_response
 from mpush.keys import ServiceKeys
@@ -46,6 +50,8 @@ log = logging.getLogger(__name__)
 _HOP_BY_HOP = frozenset({b"content-length", b"transfer-encoding", b"connection", b"keep-alive"})
 _HEALTH_INTERVAL = 0.5
 _GC_THRESHOLDS = (20_000, 20, 20)  # fewer young-generation passes: requests allocate a lot
+_LOOKUP = frozenset({"GET", "HEAD"})
+_STATUS = {200: "status:200", 304: "status:304"}  # the counters of cache hits
 
 
 def create(settings: GatewaySettings) -> Gateway:
@@ -70,6 +76,11 @@ class GatewayApp:
         self.metrics = metrics
         self.health = health
         self.draining = False
+        self.cache: ResponseCache | None = None
+        if settings.cache_bytes and settings.cache_max_age:
+            self.cache = ResponseCache(
+                settings.cache_bytes, settings.cache_max_age, settings.cache_max_entry
+            )
         self._timeout = settings.timeout
         self._retry_after = [(b"retry-after", str(settings.retry_after).encode())]
 
@@ -77,6 +88,19 @@ class GatewayApp:
         if scope["type"] != "http":
             return
         began = time.monotonic()
+        cache, method = self.cache, scope["method"]
+        if cache is not None:
+            request_headers = dict(scope["headers"])
+            key = cache_key(scope, request_headers)
+            hit = cache.lookup(method, key, request_headers) if method in _LOOKUP else None
+            if hit is not None:
+                await send(
+                    {"type": "http.response.start", "status": hit.status, "headers": hit.pairs}
+                )
+                await send({"type": "http.response.body", "body": hit.body})
+                self.metrics.incr(METRIC, "cache_hit")
+                self.metrics.incr(METRIC, _STATUS.get(hit.status) or f"status:{hit.status}")
+                return
         try:
             response, extra = await self._answer(scope, receive)
         except Exception:  # never a stack trace to the client; one to the log
@@ -90,11 +114,20 @@ class GatewayApp:
             headers = response.header_pairs()
         if response.status not in (204, 304):  # those have no body, so no length to give
             headers.append((b"content-length", str(len(response.body)).encode()))
+        if cache is not None:
+            stored = list(headers)
+            if cache.store(method, key, request_headers, response.status, stored, response.body):
+                self.metrics.incr(METRIC, "cache_store")
         headers += extra
-        await send({"type": "http.response.start", "status": response.status, "headers": headers})
-        await send({"type": "http.response.body", "body": response.body})
+        await self._send(send, began, response.status, headers, response.body)
+
+    async def _send(
+        self, send: Any, began: float, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> None:
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
         self.metrics.observe("hgateway:response", time.monotonic() - began, timeout=self._timeout)
-        self.metrics.incr(METRIC, f"status:{response.status}")
+        self.metrics.incr(METRIC, f"status:{status}")
 
     async def _answer(self, scope: Any, receive: Any) -> tuple[Response, list[Any]]:
         settings = self.settings
