@@ -196,7 +196,7 @@ def test_requests_for_one_file_in_a_batch_share_one_redis_read(
     standalone_env: RedisEnv, spawn: Spawner, site: Path
 ) -> None:
     """Counting one server's commands needs one server: standalone only."""
-    web = start(standalone_env, spawn, site, routes=(f"^/css/ {FILES} css",))
+    web = start(standalone_env, spawn, site, "--batch", "64", routes=(f"^/css/ {FILES} css",))
     client = standalone_env.client
     with httpx.Client(timeout=10) as http:
         assert http.get(web.url("/css/site.css")).status_code == 200  # loaded into Redis
