@@ -9,19 +9,49 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mpush.http.cache import ResponseCache
+from mpush.http.cache import Hit, ResponseCache, Ticket
 from tests.conftest import RedisEnv
 from tests.helpers import Spawner, wait_until
 from tests.webparts import NS, Web
 
 KEY = (b"host", b"/a", b"")
 PUBLIC = [(b"cache-control", b"public, max-age=60"), (b"etag", b'"v1"')]
+Pairs = list[tuple[bytes, bytes]]
 
 
-def cache(
-    max_bytes: int = 1 << 20, max_age: float = 60.0, max_entry: int = 1 << 16
-) -> ResponseCache:
+def cache(max_bytes: int = 1 << 20, max_age: float = 60.0, max_entry: int = 4096) -> ResponseCache:
     return ResponseCache(max_bytes, max_age, max_entry)
+
+
+def ticket(
+    kept: ResponseCache,
+    method: str = "GET",
+    headers: dict[bytes, bytes] | None = None,
+    path: bytes = b"/a",
+    raw: Pairs | None = None,
+) -> Ticket:
+    """What the gateway makes of a request to http://host<path> with ``headers``."""
+    pairs = raw if raw is not None else [(b"host", b"host"), *(headers or {}).items()]
+    scope = {"method": method, "path": path.decode(), "raw_path": path, "query_string": b""}
+    return kept.begin({**scope, "headers": pairs})
+
+
+def put(
+    kept: ResponseCache,
+    pairs: Pairs,
+    body: bytes = b"body",
+    *,
+    method: str = "GET",
+    status: int = 200,
+    headers: dict[bytes, bytes] | None = None,
+) -> bool:
+    return kept.store(ticket(kept, method, headers), status, pairs, body)
+
+
+def get(
+    kept: ResponseCache, method: str = "GET", headers: dict[bytes, bytes] | None = None
+) -> Hit | None:
+    return kept.lookup(ticket(kept, method, headers))
 
 
 @pytest.mark.parametrize(
@@ -29,43 +59,75 @@ def cache(
     [
         (PUBLIC, True),
         ([(b"cache-control", b"s-maxage=5")], True),
+        ([(b"Cache-Control", b"Public, Max-Age=60")], False),  # ASGI names are lower-case
+        ([(b"cache-control", b"Public, Max-Age=60")], True),
+        ([(b"cache-control", b"public, max-age=" + b"9" * 400)], True),  # as long as allowed
         ([(b"cache-control", b"max-age=60")], False),  # not marked public: the handler's choice
         ([(b"cache-control", b"public, max-age=0")], False),
         ([(b"cache-control", b"public, max-age=60, private")], False),
         ([(b"cache-control", b"public, no-store, max-age=60")], False),
-        ([(b"cache-control", b"public, no-cache, max-age=60")], False),
+        ([(b"cache-control", b'public, no-cache="set-cookie", max-age=60')], False),
         ([*PUBLIC, (b"set-cookie", b"a=1")], False),
         ([*PUBLIC, (b"vary", b"*")], False),
         ([(b"etag", b'"v1"')], False),
         ([(b"cache-control", b"public, max-age=soon")], False),
     ],
 )
-def test_what_is_stored(pairs: list[tuple[bytes, bytes]], stored: bool) -> None:
+def test_what_is_stored(pairs: Pairs, stored: bool) -> None:
     kept = cache()
-    assert kept.store("GET", KEY, {}, 200, pairs, b"body") is stored
-    assert (kept.lookup("GET", KEY, {}) is not None) is stored
+    assert put(kept, pairs) is stored
+    assert (get(kept) is not None) is stored
 
 
 def test_only_whole_answers_to_plain_gets_are_stored() -> None:
     kept = cache()
-    assert not kept.store("GET", KEY, {}, 404, PUBLIC, b"body")
-    assert not kept.store("GET", KEY, {}, 206, PUBLIC, b"body")
-    assert not kept.store("HEAD", KEY, {}, 200, PUBLIC, b"")
-    assert not kept.store("GET", KEY, {b"range": b"bytes=0-1"}, 200, PUBLIC, b"body")
-    assert not kept.store("GET", KEY, {b"authorization": b"Basic eDp5"}, 200, PUBLIC, b"body")
-    assert not kept.store("GET", KEY, {b"cache-control": b"no-store"}, 200, PUBLIC, b"body")
+    assert not put(kept, PUBLIC, status=404)
+    assert not put(kept, PUBLIC, status=206)
+    assert not put(kept, PUBLIC, b"", method="HEAD")
+    assert not put(kept, PUBLIC, headers={b"range": b"bytes=0-1"})
+    assert not put(kept, PUBLIC, headers={b"authorization": b"Basic eDp5"})
+    assert not put(kept, PUBLIC, headers={b"cache-control": b"No-Store"})
     assert len(kept) == 0
+
+
+def test_a_repeated_header_neither_uses_nor_fills_the_cache() -> None:
+    """The handler sees "evil, victim" for two Host lines: an answer to that must not be kept
+    under either."""
+    kept = cache()
+    twice = [(b"host", b"evil"), (b"host", b"host")]
+    assert not kept.store(ticket(kept, raw=twice), 200, PUBLIC, b"<a href=//evil>")
+    assert get(kept) is None
+    put(kept, PUBLIC)
+    assert kept.lookup(ticket(kept, raw=twice)) is None
+    assert get(kept) is not None
+    kept.store(ticket(kept, "POST", raw=twice), 200, [], b"")  # both hosts' URLs dropped
+    assert get(kept) is None
+
+
+def test_an_answer_begun_before_an_invalidation_is_not_stored() -> None:
+    kept = cache()
+    slow_get = ticket(kept)
+    kept.store(ticket(kept, "PUT"), 204, [], b"")  # answered first
+    assert not kept.store(slow_get, 200, PUBLIC, b"old")
+    assert get(kept) is None
+    assert put(kept, PUBLIC, b"new")  # begun after: kept
+    other = cache()
+    begun = [ticket(other, path=b"/%d" % n) for n in range(3)]
+    for n in range(5000):  # more invalidations than remembered: older requests are refused
+        other.store(ticket(other, "POST", path=b"/x%d" % n), 200, [], b"")
+    assert not any(other.store(t, 200, PUBLIC, b"body") for t in begun)
+    assert other.store(ticket(other, path=b"/1"), 200, PUBLIC, b"body")
 
 
 def test_hits_carry_age_head_has_no_body_and_validators_give_304() -> None:
     kept = cache()
     pairs = [*PUBLIC, (b"last-modified", b"Sat, 28 Nov 2026 02:00:00 GMT")]
-    kept.store("GET", KEY, {}, 200, [*pairs, (b"content-length", b"4")], b"body")
-    hit = kept.lookup("GET", KEY, {})
+    put(kept, [(b"content-type", b"text/plain"), *pairs, (b"content-length", b"4")])
+    hit = get(kept)
     assert hit is not None
     assert (hit.status, hit.body) == (200, b"body")
     assert (b"age", b"0") in hit.pairs
-    head = kept.lookup("HEAD", KEY, {})
+    head = get(kept, "HEAD")
     assert head is not None
     assert (head.status, head.body) == (200, b"")
     for conditional in (
@@ -75,64 +137,73 @@ def test_hits_carry_age_head_has_no_body_and_validators_give_304() -> None:
         {b"if-modified-since": b"Sat, 28 Nov 2026 02:00:00 GMT"},
         {b"if-modified-since": b"Sun, 29 Nov 2026 02:00:00 GMT"},
     ):
-        not_modified = kept.lookup("GET", KEY, conditional)
+        not_modified = get(kept, headers=conditional)
         assert not_modified is not None, conditional
         assert not_modified.status == 304, conditional
         assert not_modified.body == b""
-        assert b"content-length" not in dict(not_modified.pairs)
+        assert {name for name, _ in not_modified.pairs} == {
+            b"cache-control", b"etag", b"last-modified", b"age"
+        }  # fmt: skip
     for changed in (
         {b"if-none-match": b'"v0"'},
         {b"if-modified-since": b"Fri, 27 Nov 2026 02:00:00 GMT"},
         {b"if-none-match": b'"v0"', b"if-modified-since": b"Sun, 29 Nov 2026 02:00:00 GMT"},
     ):
-        whole = kept.lookup("GET", KEY, changed)
+        whole = get(kept, headers=changed)
         assert whole is not None, changed
         assert whole.status == 200, changed
 
 
 def test_requests_that_must_reach_the_handler_are_not_answered() -> None:
     kept = cache()
-    kept.store("GET", KEY, {}, 200, PUBLIC, b"body")
+    put(kept, PUBLIC)
     for bypass in (
         {b"cache-control": b"no-cache"},
+        {b"cache-control": b"No-Cache"},
         {b"cache-control": b"max-age=0"},
         {b"pragma": b"no-cache"},
         {b"range": b"bytes=0-1"},
         {b"authorization": b"Bearer t"},
     ):
-        assert kept.lookup("GET", KEY, bypass) is None, bypass
-    assert kept.lookup("GET", (b"host", b"/b", b""), {}) is None
-    assert kept.lookup("GET", (b"other", b"/a", b""), {}) is None
+        assert get(kept, headers=bypass) is None, bypass
+    assert get(kept, headers={b"cache-control": b"max-age=05"}) is not None
+    assert kept.lookup(ticket(kept, path=b"/b")) is None
+    assert kept.lookup(ticket(kept, raw=[(b"host", b"other")])) is None
 
 
-def test_vary_keeps_one_answer_per_variant() -> None:
+def test_vary_keeps_one_answer_per_variant_the_newest_first() -> None:
     kept = cache()
     pairs = [*PUBLIC, (b"vary", b"Accept-Encoding")]
-    kept.store("GET", KEY, {b"accept-encoding": b"gzip"}, 200, pairs, b"zipped")
-    kept.store("GET", KEY, {}, 200, pairs, b"plain")
-    zipped = kept.lookup("GET", KEY, {b"accept-encoding": b"gzip"})
-    plain = kept.lookup("GET", KEY, {})
+    put(kept, pairs, b"zipped", headers={b"accept-encoding": b"gzip"})
+    put(kept, pairs, b"plain")
+    zipped = get(kept, headers={b"accept-encoding": b"gzip"})
+    plain = get(kept)
     assert zipped is not None
     assert zipped.body == b"zipped"
     assert plain is not None
     assert plain.body == b"plain"
-    assert kept.lookup("GET", KEY, {b"accept-encoding": b"br"}) is None
-    kept.store("GET", KEY, {}, 200, pairs, b"plain, newer")
-    newer = kept.lookup("GET", KEY, {})
+    assert get(kept, headers={b"accept-encoding": b"br"}) is None
+    put(kept, pairs, b"plain, newer")
+    newer = get(kept)
     assert len(kept) == 2
     assert newer is not None
     assert newer.body == b"plain, newer"
+    put(kept, PUBLIC, b"for everyone, newest")  # no Vary: answers every variant
+    for headers in ({b"accept-encoding": b"gzip"}, {}):
+        newest = get(kept, headers=headers)
+        assert newest is not None
+        assert newest.body == b"for everyone, newest"
 
 
 def test_unsafe_methods_drop_the_url_and_entries_expire() -> None:
     kept = cache(max_age=0.05)
-    kept.store("GET", KEY, {}, 200, PUBLIC, b"body")
-    assert kept.lookup("GET", KEY, {}) is not None
-    kept.store("POST", KEY, {}, 200, [], b"")
-    assert kept.lookup("GET", KEY, {}) is None
+    put(kept, PUBLIC)
+    assert get(kept) is not None
+    put(kept, [], b"", method="POST")
+    assert get(kept) is None
     assert kept.size == 0
-    kept.store("GET", KEY, {}, 200, PUBLIC, b"body")
-    wait_until(lambda: kept.lookup("GET", KEY, {}) is None, timeout=2, message="expiry")
+    put(kept, PUBLIC)
+    wait_until(lambda: get(kept) is None, timeout=2, message="expiry")
     assert kept.size == 0
 
 
@@ -140,15 +211,14 @@ def test_unsafe_methods_drop_the_url_and_entries_expire() -> None:
 def test_the_byte_budget_holds_and_the_newest_stays(stores: list[tuple[int, int]]) -> None:
     kept = cache(max_bytes=20_000, max_entry=5_000)
     for url, length in stores:
-        key = (b"h", b"/%d" % url, b"")
-        if kept.store("GET", key, {}, 200, PUBLIC, b"x" * length):
-            hit = kept.lookup("GET", key, {})
+        if kept.store(ticket(kept, path=b"/%d" % url), 200, PUBLIC, b"x" * length):
+            hit = kept.lookup(ticket(kept, path=b"/%d" % url))
             assert hit is not None
             assert len(hit.body) == length
         assert 0 <= kept.size <= 20_000
     total = 0
     for url in range(31):
-        hit = kept.lookup("GET", (b"h", b"/%d" % url, b""), {})
+        hit = kept.lookup(ticket(kept, path=b"/%d" % url))
         total += len(hit.body) if hit is not None else 0
     assert total <= kept.size
 

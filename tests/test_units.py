@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import random
 from collections.abc import Iterator
@@ -213,3 +214,29 @@ async def test_a_failed_write_never_loses_the_batch_popped_with_it(standalone_en
         assert standalone_env.client.lrange("w:ok", 0, -1) == ["response"]
     finally:
         await client.aclose()
+
+
+async def test_a_request_submitted_after_the_exchange_closed_gets_503_at_once() -> None:
+    """A request that passed the drain check while its body streamed in must not wait forever
+    on an exchange whose writer and deadline keeper have stopped."""
+    import logging
+
+    from mpush.backoff import Outage
+    from mpush.http.exchange import Exchange
+    from mpush.runtime.metrics import Metrics
+
+    exchange = Exchange(
+        None,  # type: ignore[arg-type]  # never reached: nothing is pushed once closed
+        queue="q",
+        reply="q:res",
+        id_prefix="t",
+        batch=10,
+        timeout=5.0,
+        pop_timeout=0.1,
+        metrics=Metrics.disabled(),
+        outage=Outage("test", logging.getLogger("test")),
+    )
+    exchange.close()
+    answer = await asyncio.wait_for(exchange.submit("t-1", b"{}"), 1)
+    assert answer.status == 503
+    assert not exchange.pending

@@ -14,9 +14,11 @@ each variant is stored with the values of the request headers it names.
 
 Served: ``GET`` and ``HEAD`` (the GET answer without its body), with an ``Age`` header; requests
 with ``If-None-Match`` (weak comparison) or ``If-Modified-Since`` get 304 when the stored answer
-matches. A request saying ``Cache-Control: no-cache`` or ``Pragma: no-cache`` goes through to
-the handler (and its answer refreshes the entry). An unsafe method (POST, PUT, PATCH, DELETE)
-on a URL drops what is stored for it.
+matches. A request saying ``Cache-Control: no-cache`` (or ``max-age=0``, or ``Pragma: no-cache``)
+goes through to the handler (and its answer refreshes the entry). An unsafe method (POST, PUT,
+PATCH, DELETE) on a URL drops what is stored for it, and an answer to a request that began before
+that is not stored. A request that repeats a header neither uses nor fills the cache: the handler
+sees repeated values joined, and a cache keyed on one of them could be poisoned.
 
 The cache is bounded by ``cache_bytes`` (bodies and headers), least recently used first out.
 """
@@ -28,26 +30,41 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
-__all__ = ["Hit", "ResponseCache", "cache_key"]
+__all__ = ["Hit", "ResponseCache", "Ticket"]
 
 Headers = dict[bytes, bytes]  # one request's headers, names lower-case (as ASGI servers give them)
 Pairs = list[tuple[bytes, bytes]]  # ASGI header pairs
+Key = tuple[bytes, bytes, bytes]  # host, path, query
 
 _SAFE = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+_LOOKUP = frozenset({"GET", "HEAD"})
 _NOT_STORED = (b"no-store", b"no-cache", b"private")
+# RFC 9110 §15.4.5: what a 304 carries of the 200 it stands for
+_NOT_MODIFIED_FIELDS = frozenset(
+    {b"cache-control", b"content-location", b"etag", b"expires", b"last-modified", b"vary"}
+)
 _OVERHEAD = 200  # bytes an entry costs beyond its body and headers, roughly
 _VARIANTS = 8  # most variants kept per URL
+_REMEMBERED = 4096  # invalidated URLs remembered (older ones: every store begun before is refused)
+_LONGEST = 10**9  # seconds: a longer max-age is no different
 
 
-def cache_key(scope: dict[str, object], headers: Headers) -> tuple[bytes, bytes, bytes]:
-    """What a request is cached under: host, path, query."""
-    path = scope.get("raw_path") or str(scope["path"]).encode("latin-1")
-    return headers.get(b"host", b""), path, scope["query_string"]  # type: ignore[return-value]
+@dataclass(slots=True)
+class Ticket:
+    """One request as the cache sees it, from ``begin`` to ``store``."""
+
+    method: str
+    key: Key
+    headers: Headers
+    epoch: int  # invalidations counted when the request began
+    usable: bool  # False: a repeated header; neither looked up nor stored
+    hosts: tuple[bytes, ...] = ()  # every Host given, when repeated
 
 
 @dataclass(slots=True, eq=False)  # compared by identity
 class _Entry:
     pairs: Pairs  # the answer's headers, content-length included, age not
+    not_modified: Pairs  # the headers of a 304 standing for it, age not
     body: bytes
     vary: tuple[tuple[bytes, bytes | None], ...]  # the request headers it varies on, their values
     etag: bytes | None
@@ -74,51 +91,65 @@ class ResponseCache:
         self.max_age = max_age
         self.max_entry = max_entry
         self.size = 0
-        self._entries: OrderedDict[tuple[bytes, bytes, bytes], list[_Entry]] = OrderedDict()
+        self._entries: OrderedDict[Key, list[_Entry]] = OrderedDict()
+        self._epoch = 0  # invalidations so far
+        self._dropped: OrderedDict[Key, int] = OrderedDict()  # URL → epoch of its last invalidation
+        self._forgotten = 0  # the newest epoch no longer in _dropped
 
     def __len__(self) -> int:
         return sum(len(variants) for variants in self._entries.values())
 
-    def lookup(self, method: str, key: tuple[bytes, bytes, bytes], headers: Headers) -> Hit | None:
+    def begin(self, scope: dict[str, object]) -> Ticket:
+        """The request of ``scope`` as the cache sees it (an ASGI http scope)."""
+        raw: list[tuple[bytes, bytes]] = scope["headers"]  # type: ignore[assignment]
+        headers = dict(raw)
+        path = scope.get("raw_path") or str(scope["path"]).encode("latin-1")
+        key = (headers.get(b"host", b""), path, scope["query_string"])
+        method = str(scope["method"])
+        if len(headers) == len(raw):
+            return Ticket(method, key, headers, self._epoch, True)  # type: ignore[arg-type]
+        hosts = tuple(value for name, value in raw if name == b"host")
+        return Ticket(method, key, headers, self._epoch, False, hosts)  # type: ignore[arg-type]
+
+    def lookup(self, ticket: Ticket) -> Hit | None:
         """The stored answer to this request, if there is a fresh one it may have."""
-        variants = self._entries.get(key)
-        if variants is None or b"range" in headers or b"authorization" in headers:
+        variants = self._entries.get(ticket.key)
+        if variants is None or not ticket.usable or ticket.method not in _LOOKUP:
             return None
-        if _no_cache(headers):
+        headers = ticket.headers
+        if b"range" in headers or b"authorization" in headers or _no_cache(headers):
             return None
-        now = time.monotonic()
-        for entry in variants:
+        for entry in reversed(variants):  # the newest first
             if not entry.vary or all(headers.get(name) == value for name, value in entry.vary):
                 break
         else:
             return None
+        now = time.monotonic()
         if entry.expires <= now:
-            self._remove(key, entry)
+            self._remove(ticket.key, entry)
             return None
-        self._entries.move_to_end(key)
+        self._entries.move_to_end(ticket.key)
         age = (b"age", b"%d" % (now - entry.stored))
         if _not_modified(headers, entry):
-            return Hit(304, [p for p in entry.pairs if p[0] != b"content-length"] + [age], b"")
-        return Hit(200, [*entry.pairs, age], b"" if method == "HEAD" else entry.body)
+            return Hit(304, [*entry.not_modified, age], b"")
+        return Hit(200, [*entry.pairs, age], b"" if ticket.method == "HEAD" else entry.body)
 
-    def store(
-        self,
-        method: str,
-        key: tuple[bytes, bytes, bytes],
-        headers: Headers,
-        status: int,
-        pairs: Pairs,
-        body: bytes,
-    ) -> bool:
-        """Keep this answer if it may be stored (see the module docstring); True if kept."""
-        if method != "GET":
-            if method not in _SAFE:
-                self.invalidate(key)
+    def store(self, ticket: Ticket, status: int, pairs: Pairs, body: bytes) -> bool:
+        """Keep this answer if it may be stored (see the module docstring); True if kept.
+        An answer to an unsafe method drops what is stored for its URL instead."""
+        if ticket.method != "GET":
+            if ticket.method not in _SAFE:
+                _, path, query = ticket.key
+                for host in ticket.hosts or (ticket.key[0],):
+                    self.invalidate((host, path, query))
             return False
-        if status != 200 or b"range" in headers or b"authorization" in headers:
+        headers = ticket.headers
+        if status != 200 or not ticket.usable or b"range" in headers:
             return False
-        if b"no-store" in headers.get(b"cache-control", b""):
+        if b"authorization" in headers or b"no-store" in headers.get(b"cache-control", b"").lower():
             return False
+        if self._invalidated_since(ticket.key, ticket.epoch):
+            return False  # the URL changed while this answer was on its way
         found = _storable(pairs)
         if found is None:
             return False
@@ -129,6 +160,7 @@ class ResponseCache:
         now = time.monotonic()
         entry = _Entry(
             pairs=pairs,
+            not_modified=[p for p in pairs if p[0] in _NOT_MODIFIED_FIELDS],
             body=body,
             vary=tuple((name, headers.get(name)) for name in vary_names),
             etag=_header(pairs, b"etag"),
@@ -137,21 +169,32 @@ class ResponseCache:
             expires=now + min(lifetime, self.max_age),
             size=size,
         )
-        variants = self._entries.pop(key, [])  # put back last: the most recently used
+        variants = self._entries.pop(ticket.key, [])  # put back last: the most recently used
         kept = [v for v in variants if v.vary != entry.vary][-(_VARIANTS - 1) :]
         self.size += size - sum(v.size for v in variants if v not in kept)
-        self._entries[key] = [*kept, entry]
+        self._entries[ticket.key] = [*kept, entry]
         while self.size > self.max_bytes:
             oldest_key, oldest = next(iter(self._entries.items()))
             self._remove(oldest_key, oldest[0])
         return True
 
-    def invalidate(self, key: tuple[bytes, bytes, bytes]) -> None:
-        """Drop every variant stored for ``key``."""
+    def invalidate(self, key: Key) -> None:
+        """Drop every variant stored for ``key``; refuse answers to requests begun before."""
+        self._epoch += 1
+        self._dropped.pop(key, None)
+        self._dropped[key] = self._epoch
+        if len(self._dropped) > _REMEMBERED:
+            _, self._forgotten = self._dropped.popitem(last=False)
         for entry in self._entries.pop(key, []):
             self.size -= entry.size
 
-    def _remove(self, key: tuple[bytes, bytes, bytes], entry: _Entry) -> None:
+    def _invalidated_since(self, key: Key, epoch: int) -> bool:
+        if epoch == self._epoch:
+            return False
+        at = self._dropped.get(key)
+        return (at if at is not None else self._forgotten) > epoch
+
+    def _remove(self, key: Key, entry: _Entry) -> None:
         variants = self._entries.get(key)
         if variants is None or entry not in variants:
             return
@@ -161,11 +204,24 @@ class ResponseCache:
             del self._entries[key]
 
 
+def _directives(value: bytes) -> dict[bytes, bytes]:
+    """Cache-Control directives, names lower-case: {b"max-age": b"60", b"public": b""}."""
+    found: dict[bytes, bytes] = {}
+    for part in value.lower().split(b","):
+        name, _, argument = part.strip().partition(b"=")
+        if name:
+            found[name] = argument.strip().strip(b'"')
+    return found
+
+
 def _no_cache(headers: Headers) -> bool:
+    """The request asks for an answer from the handler (RFC 9111 §5.2.1, §5.4)."""
     control = headers.get(b"cache-control")
-    if control is not None and (b"no-cache" in control or b"max-age=0" in control):
-        return True
-    return b"no-cache" in headers.get(b"pragma", b"")
+    if control is not None:
+        asked = _directives(control)
+        if b"no-cache" in asked or b"no-store" in asked or asked.get(b"max-age") == b"0":
+            return True
+    return b"no-cache" in headers.get(b"pragma", b"").lower()
 
 
 def _storable(pairs: Pairs) -> tuple[float, tuple[bytes, ...]] | None:
@@ -176,21 +232,19 @@ def _storable(pairs: Pairs) -> tuple[float, tuple[bytes, ...]] | None:
         if name == b"set-cookie":
             return None
         if name == b"cache-control":
-            control += b"," + value.lower()
+            control += b"," + value
         elif name == b"vary":
             vary += [v.strip().lower() for v in value.split(b",") if v.strip()]
-    if b"*" in vary or any(word in control for word in _NOT_STORED):
+    directives = _directives(control)
+    if b"*" in vary or any(word in directives for word in _NOT_STORED):
         return None
-    directives = {}
-    for part in control.split(b","):
-        name, _, value = part.strip().partition(b"=")
-        directives[name] = value.strip(b'"')
     if b"public" not in directives and b"s-maxage" not in directives:
         return None
     raw = directives.get(b"s-maxage") or directives.get(b"max-age")
-    if not raw or not raw.isdigit() or int(raw) <= 0:
+    if not raw or not raw.isdigit():
         return None
-    return float(int(raw)), tuple(dict.fromkeys(vary))
+    lifetime = int(raw) if len(raw) <= 9 else _LONGEST
+    return (float(lifetime), tuple(dict.fromkeys(vary))) if lifetime > 0 else None
 
 
 def _header(pairs: Pairs, name: bytes) -> bytes | None:

@@ -92,6 +92,9 @@ class Exchange:
     def submit(self, request_id: str, message: bytes) -> asyncio.Future[Response]:
         """Queue ``message`` for the request queue; the future gets the response, or TIMED_OUT."""
         future: asyncio.Future[Response] = self._loop.create_future()
+        if self._stop.requested:  # closed: nothing would push it or answer it
+            future.set_result(error_response(request_id, 503, "Service Unavailable"))
+            return future
         self.pending[request_id] = (future, self._loop.time() + self._timeout)
         self._idle.clear()
         self._outbox.append((request_id, message))

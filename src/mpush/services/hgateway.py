@@ -36,7 +36,7 @@ from mpush.backoff import Backoff
 from mpush.config import GatewaySettings, default_prefix, overlay
 from mpush.connection import AnyRedis, RedisTarget, is_transient
 from mpush.errors import ConfigError
-from mpush.http.cache import ResponseCache, cache_key
+from mpush.http.cache import ResponseCache
 from mpush.http.exchange import METRIC, TIMED_OUT, Exchange, QueueUnavailable
 from mpush.http.messages import Response, compact_json, encode_body, error_response
 from mpush.keys import ServiceKeys
@@ -50,7 +50,6 @@ log = logging.getLogger(__name__)
 _HOP_BY_HOP = frozenset({b"content-length", b"transfer-encoding", b"connection", b"keep-alive"})
 _HEALTH_INTERVAL = 0.5
 _GC_THRESHOLDS = (20_000, 20, 20)  # fewer young-generation passes: requests allocate a lot
-_LOOKUP = frozenset({"GET", "HEAD"})
 _STATUS = {200: "status:200", 304: "status:304"}  # the counters of cache hits
 
 
@@ -88,11 +87,10 @@ class GatewayApp:
         if scope["type"] != "http":
             return
         began = time.monotonic()
-        cache, method = self.cache, scope["method"]
+        cache = self.cache
         if cache is not None:
-            request_headers = dict(scope["headers"])
-            key = cache_key(scope, request_headers)
-            hit = cache.lookup(method, key, request_headers) if method in _LOOKUP else None
+            ticket = cache.begin(scope)
+            hit = cache.lookup(ticket)
             if hit is not None:
                 await send(
                     {"type": "http.response.start", "status": hit.status, "headers": hit.pairs}
@@ -115,9 +113,11 @@ class GatewayApp:
         if response.status not in (204, 304):  # those have no body, so no length to give
             headers.append((b"content-length", str(len(response.body)).encode()))
         if cache is not None:
-            stored = list(headers)
-            if cache.store(method, key, request_headers, response.status, stored, response.body):
-                self.metrics.incr(METRIC, "cache_store")
+            try:
+                if cache.store(ticket, response.status, list(headers), response.body):
+                    self.metrics.incr(METRIC, "cache_store")
+            except Exception:  # an answer the cache cannot take is still answered
+                log.exception("the response cache failed to store an answer")
         headers += extra
         await self._send(send, began, response.status, headers, response.body)
 
