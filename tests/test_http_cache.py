@@ -223,16 +223,22 @@ def test_the_byte_budget_holds_and_the_newest_stays(stores: list[tuple[int, int]
     assert total <= kept.size
 
 
-def test_through_the_gateway_hits_skip_the_handler_until_the_cap(
-    standalone_env: RedisEnv, spawn: Spawner
-) -> None:
-    web = Web(standalone_env, spawn)
-    web.gateway("--cache-max-age", "1")
+def start_cached(env: RedisEnv, spawn: Spawner, *gateway: str) -> tuple[Web, str]:
+    """A gateway, a router and the ``cached`` handler; the web and a cacheable URL."""
+    web = Web(env, spawn)
+    web.gateway(*gateway)
     web.router(routes=["^/cached {w}:cached cached"])
     web.handler("cached", "{w}:cached")
     web.wait_started()
     url = web.url("/cached?cc=public,max-age=60")
     wait_until(lambda: httpx.get(url, timeout=5).status_code == 200, message="serving")
+    return web, url
+
+
+def test_through_the_gateway_hits_skip_the_handler_until_the_cap(
+    standalone_env: RedisEnv, spawn: Spawner
+) -> None:
+    web, url = start_cached(standalone_env, spawn, "--cache-max-age", "1")
 
     with httpx.Client(timeout=5) as client:
         first = client.get(url)
@@ -270,12 +276,6 @@ def test_through_the_gateway_hits_skip_the_handler_until_the_cap(
 
 
 def test_the_cache_can_be_turned_off(standalone_env: RedisEnv, spawn: Spawner) -> None:
-    web = Web(standalone_env, spawn)
-    web.gateway("--cache-bytes", "0")
-    web.router(routes=["^/cached {w}:cached cached"])
-    web.handler("cached", "{w}:cached")
-    web.wait_started()
-    url = web.url("/cached?cc=public,max-age=60")
-    wait_until(lambda: httpx.get(url, timeout=5).status_code == 200, message="serving")
+    _, url = start_cached(standalone_env, spawn, "--cache-bytes", "0")
     with httpx.Client(timeout=5) as client:
         assert client.get(url).text != client.get(url).text

@@ -131,43 +131,31 @@ async def pump(
     hand (their messages had a deadline; the waiting side answers at it) and is retried.
     """
     pinned = PinnedConnection(redis)
-    try:
-        await _pump(pinned, source, handle, count, pop_timeout, shutdown, outage)
-    finally:
-        await pinned.close()
-
-
-async def _pump(
-    redis: PinnedConnection,
-    source: str,
-    handle: Callable[[list[bytes]], Awaitable[Writes]],
-    count: int,
-    pop_timeout: float,
-    shutdown: Shutdown,
-    outage: Outage,
-) -> None:
     backoff = Backoff()
     writes = Writes()
-    while True:
-        try:
-            if shutdown.requested:
+    try:
+        while True:
+            try:
+                if shutdown.requested:
+                    if writes:
+                        await _write_and_pop(pinned, writes, source, 0)
+                    return
+                batch: list[bytes] = []
                 if writes:
-                    await _write_and_pop(redis, writes, source, 0)
-                return
-            batch: list[bytes] = []
-            if writes:
-                batch = await _write_and_pop(redis, writes, source, count)
+                    batch = await _write_and_pop(pinned, writes, source, count)
+                    writes = Writes()
+                if not batch:
+                    batch = await pop_batch(pinned, source, count, pop_timeout)
+                if batch:
+                    writes = await handle(batch)
+                outage.recovered()
+                backoff.reset()
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
                 writes = Writes()
-            if not batch:
-                batch = await pop_batch(redis, source, count, pop_timeout)
-            if batch:
-                writes = await handle(batch)
-            outage.recovered()
-            backoff.reset()
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            writes = Writes()
-            outage.failed(exc)
-            if await shutdown.sleep(backoff.next_delay()):
-                return
+                outage.failed(exc)
+                if await shutdown.sleep(backoff.next_delay()):
+                    return
+    finally:
+        await pinned.close()
