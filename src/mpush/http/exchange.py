@@ -141,34 +141,32 @@ class Exchange:
 
     async def _write_loop(self) -> None:
         pinned = PinnedConnection(self._redis)
+        backoff = Backoff()
         try:
-            await self._write(pinned)
+            while not self._stop.requested:
+                if not self._outbox:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                taken, self._outbox = self._outbox[: self._batch], self._outbox[self._batch :]
+                try:
+                    messages = [message for _, message in taken]
+                    length = await pinned.call("LPUSH", self.queue, *messages)
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise
+                    self._outage.failed(exc)
+                    for request_id, _ in taken:
+                        entry = self.pending.get(request_id)
+                        if entry is not None and not entry[0].done():
+                            entry[0].set_exception(QueueUnavailable(str(exc)))
+                    await self._stop.sleep(backoff.next_delay())
+                    continue
+                self._outage.recovered()
+                backoff.reset()
+                self.note_length(int(length))
         finally:
             await pinned.close()
-
-    async def _write(self, pinned: PinnedConnection) -> None:
-        backoff = Backoff()
-        while not self._stop.requested:
-            if not self._outbox:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            taken, self._outbox = self._outbox[: self._batch], self._outbox[self._batch :]
-            try:
-                length = await pinned.call("LPUSH", self.queue, *[message for _, message in taken])
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                self._outage.failed(exc)
-                for request_id, _ in taken:
-                    entry = self.pending.get(request_id)
-                    if entry is not None and not entry[0].done():
-                        entry[0].set_exception(QueueUnavailable(str(exc)))
-                await self._stop.sleep(backoff.next_delay())
-                continue
-            self._outage.recovered()
-            backoff.reset()
-            self.note_length(int(length))
 
     def note_length(self, length: int) -> None:
         self.queue_length = length
