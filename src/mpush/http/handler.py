@@ -9,7 +9,9 @@ run with ``mpush handler --handler mymodule:hello --in hello:req`` (registered, 
 and Redis outages handled like every mpush service), or embedded with ``HandlerLoop``.
 
 Requests are taken in batches and handled concurrently (at most ``concurrency`` at once); the
-responses of a batch are pushed with one pipeline, one ``LPUSH`` per reply list. A request whose
+responses of a batch are pushed with one pipeline, one ``LPUSH`` per reply list. A service may
+also do a batch's I/O up front (``Prepare``: hfiler reads each file a batch asks for once), so
+that its handler can answer each request at once, without a task per request. A request whose
 deadline has passed is skipped and counted (nobody waits for it). A handler that raises answers 500
 (the error goes to the log, not to the client). A malformed request message is counted and set
 aside on ``<queue>:bad``; when its id and reply list can still be read it is answered 400.
@@ -41,6 +43,7 @@ __all__ = [
     "Handle",
     "HandlerLoop",
     "HandlerService",
+    "Prepare",
     "RequestService",
     "create",
     "load_callable",
@@ -51,6 +54,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Handle = Callable[[Request], "Awaitable[Response] | Response"]
+Prepare = Callable[[list[Request]], Awaitable[None]]  # a batch's I/O, before its requests
 REPLY_EXPIRE = 60  # seconds a reply list outlives its last push (a dead gateway's list goes away)
 
 
@@ -69,10 +73,12 @@ class HandlerLoop:
         batch: int = 100,
         concurrency: int = 64,
         pop_timeout: float = 1.0,
+        prepare: Prepare | None = None,
     ) -> None:
         self._redis = redis
         self.queue = queue
         self._handle = handle
+        self._prepare = prepare
         self._metrics = metrics
         self._outage = outage
         self._name = name
@@ -94,7 +100,7 @@ class HandlerLoop:
         """Handle a batch of request messages; return the response pushes."""
         now = time.time()
         writes = Writes()
-        waiting: list[tuple[Request, float, object]] = []
+        requests: list[Request] = []
         for raw in batch:
             try:
                 request = Request.from_json(raw)
@@ -108,6 +114,14 @@ class HandlerLoop:
             if request.deadline < now:
                 self._metrics.incr(self._name, "expired")
                 continue
+            requests.append(request)
+        if self._prepare is not None and requests:
+            try:
+                await self._prepare(requests)
+            except Exception:  # the handler does the I/O itself, and answers 500 if it fails too
+                log.exception("%s could not prepare a batch of %d", self._name, len(requests))
+        waiting: list[tuple[Request, float, object]] = []
+        for request in requests:
             began = time.monotonic()
             try:
                 result = self._handle(request)
@@ -218,11 +232,12 @@ async def serve_requests(
     batch: int,
     concurrency: int,
     pop_timeout: float,
+    prepare: Prepare | None = None,
 ) -> None:
     """Serve the request messages of ``queue`` with ``handle`` until the service stops."""
     loop = HandlerLoop(
         ctx.redis, queue, handle, metrics=ctx.metrics, outage=ctx.outage, name=name,
-        batch=batch, concurrency=concurrency, pop_timeout=pop_timeout,
+        batch=batch, concurrency=concurrency, pop_timeout=pop_timeout, prepare=prepare,
     )  # fmt: skip
     await loop.run(ctx.shutdown)
 
@@ -244,7 +259,8 @@ class _ServesRequests(Protocol):
 
 class RequestService:
     """What the handler services (hfiler, hrender, rquery) share: the runner's Service protocol
-    around ``serve_requests``; a subclass names itself and implements ``handle``."""
+    around ``serve_requests``; a subclass names itself and implements ``handle`` (and may do a
+    batch's I/O up front in ``prepare_batch``)."""
 
     name: str
     settings: _ServesRequests
@@ -260,7 +276,12 @@ class RequestService:
         await serve_requests(
             ctx, settings.input, self.handle, name=self.name, batch=settings.batch,
             concurrency=settings.concurrency, pop_timeout=settings.pop_timeout,
+            prepare=self.prepare_batch,
         )  # fmt: skip
 
-    async def handle(self, request: Request) -> Response:
+    def handle(self, request: Request) -> Response | Awaitable[Response]:
         raise NotImplementedError
+
+    async def prepare_batch(self, requests: list[Request]) -> None:
+        """Do the I/O the batch's requests need before each is handled (nothing by default)."""
+        return

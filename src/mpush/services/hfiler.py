@@ -24,7 +24,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 METRIC = "hfiler"
 _PATH_FRESH = 1.0  # seconds a resolved URL path is trusted
+_READS = ("GET", "HEAD")
 _PATHS_KEPT = 4096  # resolved URL paths remembered
 
 
@@ -127,15 +128,32 @@ class Filer(RequestService):
         # URL path → (file, relative path) or None, and when that answer was found: a path is
         # resolved (realpath, containment, index files) at most once a second.
         self._paths: dict[str, tuple[tuple[Path, str] | None, float]] = {}
-        # One Redis read (and, when needed, load) at a time per file: the requests of a batch
-        # asking for the same file share it.
-        self._flights: dict[str, asyncio.Future[tuple[Asset | None, bool]]] = {}
+        # What prepare_batch read for the batch being handled: file → (asset, loaded) or the error
+        self._ready: dict[str, tuple[Asset | None, bool] | Exception] = {}
 
     def registry_info(self) -> Mapping[str, str]:
         return {"in": self.settings.input, "root": str(self.settings.root)}
 
-    async def handle(self, request: Request) -> Response:
-        if request.method not in ("GET", "HEAD"):
+    async def prepare_batch(self, requests: list[Request]) -> None:
+        """One read (and, when needed, load) per file the batch asks for, shared by its requests."""
+        wanted: dict[str, Path] = {}
+        for request in requests:
+            if request.method in _READS:
+                found = self._resolve(request.path)
+                if found is not None:
+                    wanted.setdefault(found[1], found[0])
+        reads = [self._fetch(path, relative) for relative, path in wanted.items()]
+        results = await asyncio.gather(*reads, return_exceptions=True)
+        self._ready = {}
+        for relative, result in zip(wanted, results, strict=True):
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result
+            if isinstance(result, Exception):
+                log.warning("cannot read %s for %d requests: %r", relative, len(requests), result)
+            self._ready[relative] = result
+
+    def handle(self, request: Request) -> Response | Awaitable[Response]:
+        if request.method not in _READS:
             response = error_response(request.id, 405, "Method Not Allowed")
             response.headers["allow"] = "GET, HEAD"
             return response
@@ -144,7 +162,26 @@ class Filer(RequestService):
             self._metrics.incr(METRIC, "notfound")
             return error_response(request.id, 404, "Not Found")
         path, relative = found
-        asset = await self._asset(path, relative)
+        ready = self._ready.get(relative)
+        if ready is None:  # not read for this batch (handled on its own): read it now
+            return self._handle_alone(request, path, relative)
+        if isinstance(ready, Exception):
+            self._metrics.incr(METRIC, "errors")
+            return error_response(request.id, 500, "Internal Server Error")
+        asset, loaded = ready
+        if loaded:  # this request pays for the load; the next ones of the batch are hits
+            self._ready[relative] = (asset, False)
+        elif asset is not None:
+            self._metrics.incr(METRIC, "hit")
+        return self._respond(request, asset)
+
+    async def _handle_alone(self, request: Request, path: Path, relative: str) -> Response:
+        asset, loaded = await self._fetch(path, relative)
+        if asset is not None and not loaded:
+            self._metrics.incr(METRIC, "hit")
+        return self._respond(request, asset)
+
+    def _respond(self, request: Request, asset: Asset | None) -> Response:
         if asset is None:
             self._metrics.incr(METRIC, "notfound")
             return error_response(request.id, 404, "Not Found")
@@ -165,25 +202,6 @@ class Filer(RequestService):
             self._paths.clear()
         self._paths[url_path] = (found, now)
         return found
-
-    async def _asset(self, path: Path, relative: str) -> Asset | None:
-        """The file's asset, read by one flight shared with the other requests for it."""
-        flight = self._flights.get(relative)
-        started = flight is None
-        if flight is None:
-            flight = asyncio.ensure_future(self._fetch(path, relative))
-            self._flights[relative] = flight
-            flight.add_done_callback(lambda done: self._land(relative, done))
-        asset, loaded = await asyncio.shield(flight)
-        if asset is not None and not (started and loaded):
-            self._metrics.incr(METRIC, "hit")
-        return asset
-
-    def _land(self, relative: str, flight: asyncio.Future[tuple[Asset | None, bool]]) -> None:
-        if self._flights.get(relative) is flight:
-            del self._flights[relative]
-        if not flight.cancelled():
-            flight.exception()  # retrieved: the requests that shared it answer 500 each
 
     async def _fetch(self, path: Path, relative: str) -> tuple[Asset | None, bool]:
         """(the file's asset, loaded): from Redis when current there, else loaded into Redis."""
