@@ -279,3 +279,29 @@ def test_the_cache_can_be_turned_off(standalone_env: RedisEnv, spawn: Spawner) -
     _, url = start_cached(standalone_env, spawn, "--cache-bytes", "0")
     with httpx.Client(timeout=5) as client:
         assert client.get(url).text != client.get(url).text
+
+
+def test_a_url_dropped_by_one_gateway_is_dropped_by_the_others(
+    redis_env: RedisEnv, spawn: Spawner
+) -> None:
+    web = Web(redis_env, spawn)
+    for _ in range(2):
+        web.gateway("--cache-max-age", "60")
+    web.router(routes=["^/cached {w}:cached cached"])
+    web.handler("cached", "{w}:cached")
+    web.wait_started()
+    path = "/cached?cc=public,max-age=60"
+    for gateway in (0, 1):
+        wait_until(lambda g=gateway: httpx.get(web.url(path, g), timeout=5).status_code == 200)
+    # one site behind both gateways (as behind a load balancer): the same Host for both
+    with httpx.Client(timeout=5, headers={"host": "site.example"}) as client:
+        kept = [client.get(web.url(path, g)).text for g in (0, 1)]
+        assert [client.get(web.url(path, g)).text for g in (0, 1)] == kept, "both cached"
+        client.post(web.url(path, 0))
+        assert client.get(web.url(path, 0)).text != kept[0], "dropped at once where it was posted"
+        wait_until(
+            lambda: client.get(web.url(path, 1)).text != kept[1],
+            timeout=5,
+            message="the other gateway drops it too (it would keep it 60 s)",
+        )
+    assert redis_env.client.xlen(f"{NS}:cache:dropped") >= 1

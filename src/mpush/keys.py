@@ -11,6 +11,9 @@ Everything else lives under a *service namespace* ``NS`` (for example ``demo:mpu
                                    service_renew seconds. DEL it to stop that instance.
     NS:service:ids         list    instance ids, newest first, trimmed to service_capacity entries
     NS:metrics:<name>      hash    count, sum, max, histo0 … histo100 and plain counters
+    NS:cache:dropped       stream  URLs an hgateway dropped from its response cache (a POST, PUT,
+                                   PATCH or DELETE answered): h (host), p (path), q (query), by
+                                   (instance); the other gateways drop them too. MAXLEN ~1000
 
 Message tracking (``MessageKeys``, on the Redis of the queues; docs/tracking.md)::
 
@@ -119,6 +122,10 @@ class ServiceKeys:
     @property
     def metrics_pattern(self) -> str:
         return f"{self.namespace}:metrics:*"
+
+    @property
+    def cache_dropped(self) -> str:
+        return f"{self.namespace}:cache:dropped"
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,8 @@ that is not stored. A request that repeats a header neither uses nor fills the c
 sees repeated values joined, and a cache keyed on one of them could be poisoned.
 
 The cache is bounded by ``cache_bytes`` (bodies and headers), least recently used first out.
+The URLs an unsafe method dropped wait in ``dropped`` for the gateway to tell its other replicas,
+which drop them too (``invalidate(key, shared=False)``).
 """
 
 from __future__ import annotations
@@ -29,8 +31,11 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from typing import Any
 
-__all__ = ["Hit", "ResponseCache", "Ticket"]
+from mpush.connection import AnyRedis
+
+__all__ = ["Hit", "ResponseCache", "SharedDrops", "Ticket"]
 
 Headers = dict[bytes, bytes]  # one request's headers, names lower-case (as ASGI servers give them)
 Pairs = list[tuple[bytes, bytes]]  # ASGI header pairs
@@ -47,6 +52,7 @@ _OVERHEAD = 200  # bytes an entry costs beyond its body and headers, roughly
 _VARIANTS = 8  # most variants kept per URL
 _REMEMBERED = 4096  # invalidated URLs remembered (older ones: every store begun before is refused)
 _LONGEST = 10**9  # seconds: a longer max-age is no different
+_DROPS_KEPT = 1000  # entries of <ns>:cache:dropped kept (about), and read at once
 
 
 @dataclass(slots=True)
@@ -95,6 +101,7 @@ class ResponseCache:
         self._epoch = 0  # invalidations so far
         self._dropped: OrderedDict[Key, int] = OrderedDict()  # URL → epoch of its last invalidation
         self._forgotten = 0  # the newest epoch no longer in _dropped
+        self.dropped: list[Key] = []  # URLs dropped here, for the other replicas to drop too
 
     def __len__(self) -> int:
         return sum(len(variants) for variants in self._entries.values())
@@ -178,8 +185,11 @@ class ResponseCache:
             self._remove(oldest_key, oldest[0])
         return True
 
-    def invalidate(self, key: Key) -> None:
-        """Drop every variant stored for ``key``; refuse answers to requests begun before."""
+    def invalidate(self, key: Key, *, shared: bool = True) -> None:
+        """Drop every variant stored for ``key``; refuse answers to requests begun before.
+        ``shared``: also list it in ``dropped`` for the other replicas (False: it came from one)."""
+        if shared and len(self.dropped) < _REMEMBERED:
+            self.dropped.append(key)
         self._epoch += 1
         self._dropped.pop(key, None)
         self._dropped[key] = self._epoch
@@ -275,3 +285,51 @@ def _not_modified(headers: Headers, entry: _Entry) -> bool:
         return any(tag.strip().removeprefix(b"W/") == mine for tag in wanted.split(b","))
     since = _http_date(headers.get(b"if-modified-since"))
     return since is not None and entry.last_modified is not None and entry.last_modified <= since
+
+
+class SharedDrops:
+    """The URLs gateways drop from their response caches, shared through a stream: what one drops
+    (a POST, PUT, PATCH or DELETE it answered), the others drop at their next ``swap`` (hgateway
+    swaps every half second)."""
+
+    def __init__(self, stream: str, instance: str) -> None:
+        self.stream = stream
+        self.instance = instance
+        self.last: str | None = None  # the newest entry read
+
+    async def start(self, redis: AnyRedis) -> None:
+        """Read from the newest entry on: call before the gateway answers its first request."""
+        newest = await redis.xrevrange(self.stream, count=1)
+        self.last = _text(newest[0][0]) if newest else "0-0"
+
+    async def swap(self, redis: AnyRedis, cache: ResponseCache) -> None:
+        """Add the URLs ``cache`` dropped to the stream; drop those the others added since."""
+        if self.last is None:
+            await self.start(redis)
+        outgoing, cache.dropped = cache.dropped, []
+        try:
+            if outgoing:
+                async with redis.pipeline(transaction=False) as pipe:
+                    for host, path, query in outgoing:
+                        entry: Any = {"h": host, "p": path, "q": query, "by": self.instance}
+                        pipe.xadd(self.stream, entry, maxlen=_DROPS_KEPT, approximate=True)
+                    await pipe.execute()
+        except Exception:
+            cache.dropped[:0] = outgoing  # told next time
+            raise
+        found: Any = await redis.xread({self.stream: self.last or "0-0"}, count=_DROPS_KEPT)
+        for _, entries in found.items() if isinstance(found, dict) else found or []:  # RESP3, 2
+            for entry_id, raw in entries:
+                self.last = _text(entry_id)
+                fields = {_text(k): _bytes(v) for k, v in raw.items()}
+                if fields.get("by") != self.instance.encode():
+                    key = (fields.get("h", b""), fields.get("p", b""), fields.get("q", b""))
+                    cache.invalidate(key, shared=False)
+
+
+def _text(raw: object) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def _bytes(raw: object) -> bytes:
+    return raw if isinstance(raw, bytes) else str(raw).encode("latin-1")

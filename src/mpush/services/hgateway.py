@@ -36,7 +36,7 @@ from mpush.backoff import Backoff
 from mpush.config import GatewaySettings, default_prefix, overlay
 from mpush.connection import AnyRedis, RedisTarget, is_transient
 from mpush.errors import ConfigError
-from mpush.http.cache import ResponseCache
+from mpush.http.cache import ResponseCache, SharedDrops
 from mpush.http.exchange import METRIC, TIMED_OUT, Exchange, QueueUnavailable
 from mpush.http.messages import Response, compact_json, encode_body, error_response
 from mpush.keys import ServiceKeys
@@ -289,7 +289,12 @@ class Gateway:
         gc.freeze()  # what exists now lives as long as the process: keep it out of GC passes
         gc.set_threshold(*_GC_THRESHOLDS)
         exchange_task = asyncio.create_task(exchange.run())
-        health_task = asyncio.create_task(self._watch(ctx, exchange, health))
+        drops = None
+        if app.cache is not None and settings.service_namespace:
+            drops = SharedDrops(ServiceKeys(settings.service_namespace).cache_dropped, instance)
+            with contextlib.suppress(Exception):  # else the first swap starts it
+                await drops.start(ctx.redis)
+        health_task = asyncio.create_task(self._watch(ctx, exchange, health, app.cache, drops))
         serve_task = asyncio.create_task(server.serve(sockets=[self._socket]))
         host, port = self._socket.getsockname()[:2]
         log.info("listening on http://%s:%d, requests to %s", host, port, settings.queue)
@@ -323,8 +328,16 @@ class Gateway:
         if answered:
             log.warning("shutdown: answered %d requests still in flight with 503", answered)
 
-    async def _watch(self, ctx: Context, exchange: Exchange, health: Health) -> None:
-        """Keep the queue length and the count of live consumers of the queue fresh."""
+    async def _watch(
+        self,
+        ctx: Context,
+        exchange: Exchange,
+        health: Health,
+        cache: ResponseCache | None,
+        drops: SharedDrops | None,
+    ) -> None:
+        """Keep the queue length and the count of live consumers of the queue fresh; share the
+        URLs dropped from the response cache with the other gateways of the namespace."""
         backoff = Backoff()
         namespace = self.settings.service_namespace
         keys = ServiceKeys(namespace) if namespace else None
@@ -334,6 +347,8 @@ class Gateway:
                 exchange.note_length(int(await ctx.redis.llen(exchange.queue)))
                 if keys is not None and self.settings.require_consumer:
                     health.consumers = await _consumers(ctx.redis, keys, exchange.queue)
+                if cache is not None and drops is not None:
+                    await drops.swap(ctx.redis, cache)
                 backoff.reset()
                 delay = _HEALTH_INTERVAL
             except Exception as exc:
