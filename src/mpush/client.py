@@ -40,7 +40,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from mpush.backoff import Backoff, Outage
-from mpush.connection import AnyRedis, is_transient
+from mpush.connection import AnyRedis, is_transient, reply_text
 from mpush.errors import ConfigError
 from mpush.keys import ConsumerKeys, MessageKeys, check_same_slot
 from mpush.runtime.tracking import message_xid, tracking_script
@@ -268,7 +268,7 @@ class Consumer:
             prefix = self._messages.prefix
         outcome = await self._fail(keys=keys, args=[message.body, prefix, text, self.queue])
         message._settled = True
-        outcome = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
+        outcome = reply_text(outcome)
         log.warning("message %s failed (%s): %s", message.xid, outcome, text)
         return outcome
 
@@ -279,7 +279,7 @@ class Consumer:
         )
         self._next_beat = asyncio.get_running_loop().time() + self._lease / 3
         for raw in expired:
-            other = raw.decode() if isinstance(raw, bytes) else str(raw)
+            other = reply_text(raw)
             await self.recover(other)
 
     async def recover(

@@ -35,6 +35,7 @@ __all__ = [
     "is_transient",
     "load_lua",
     "parse_redis_url",
+    "reply_text",
     "wait_until_reachable",
 ]
 
@@ -177,3 +178,9 @@ def load_lua(name: str) -> str:
     """
     source = resources.files("mpush").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
     return _INCLUDE.sub(lambda match: load_lua(match.group(1)), source)
+
+
+def reply_text(raw: object) -> str:
+    """A Redis reply as text, whether the client decodes replies or not (bytes as UTF-8, what
+    does not decode replaced)."""
+    return raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)

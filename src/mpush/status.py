@@ -13,7 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from mpush.connection import AnyRedis
+from mpush.connection import AnyRedis, reply_text
 from mpush.keys import ServiceKeys
 from mpush.status_tracking import TrackingFigures, collect_tracking, render_tracking
 
@@ -59,10 +59,6 @@ class StatusReport:
         return asdict(self)
 
 
-def _text(raw: Any) -> str:
-    return raw.decode() if isinstance(raw, bytes) else str(raw)
-
-
 def _number(raw: str | None) -> float | None:
     try:
         return float(raw) if raw is not None else None
@@ -81,9 +77,10 @@ async def collect(
     stale: list[str] = []
     queues: dict[str, int] = {}
     for raw_id in dict.fromkeys(await redis.lrange(keys.ids, 0, -1)):
-        instance_id = _text(raw_id)
+        instance_id = reply_text(raw_id)
         data = {
-            _text(k): _text(v) for k, v in (await redis.hgetall(keys.instance(instance_id))).items()
+            reply_text(k): reply_text(v)
+            for k, v in (await redis.hgetall(keys.instance(instance_id))).items()
         }
         if not data:
             stale.append(instance_id)
@@ -113,8 +110,10 @@ async def collect(
     metrics: dict[str, dict[str, float]] = {}
     prefix = keys.metrics("")
     async for raw_key in redis.scan_iter(match=keys.metrics_pattern, count=500):
-        key = _text(raw_key)
-        values = {_text(k): _number(_text(v)) for k, v in (await redis.hgetall(key)).items()}
+        key = reply_text(raw_key)
+        values = {
+            reply_text(k): _number(reply_text(v)) for k, v in (await redis.hgetall(key)).items()
+        }
         metrics[key.removeprefix(prefix)] = {k: v for k, v in values.items() if v is not None}
     tracking = await collect_tracking(redis, namespace)
     return StatusReport(

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from mpush.backoff import Backoff, Outage
-from mpush.connection import AnyRedis, is_transient
+from mpush.connection import AnyRedis, is_transient, reply_text
 from mpush.keys import NdeployKeys
 
 __all__ = ["submit", "wait_for_response"]
@@ -77,13 +77,9 @@ async def _poll(
     await redis.blpop([keys.done(request_id)], wait)
     raw = await redis.hgetall(keys.response(request_id))
     if raw:
-        return {_text(k): _text(v) for k, v in raw.items()}, None
+        return {reply_text(k): reply_text(v) for k, v in raw.items()}, None
     return None, _text_or_none(await redis.hget(keys.request(request_id), "step"))
 
 
-def _text(raw: object) -> str:
-    return raw.decode() if isinstance(raw, bytes) else str(raw)
-
-
 def _text_or_none(raw: object) -> str | None:
-    return None if raw is None else _text(raw)
+    return None if raw is None else reply_text(raw)

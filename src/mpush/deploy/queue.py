@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from mpush.connection import AnyRedis, load_lua
+from mpush.connection import AnyRedis, load_lua, reply_text
 from mpush.errors import ConfigError
 from mpush.keys import NdeployKeys, ServiceKeys, check_same_slot, hash_tag
 
@@ -69,17 +69,17 @@ class RequestQueue:
         await self._redis.sadd(self.keys.holders, str(self.instance_id))
         seconds: Any = max(wait, 0.01)  # redis-py types it int; Redis takes decimals
         raw = await self._redis.blmove(self.keys.queue, self.inflight, seconds, "RIGHT", "LEFT")
-        return None if raw is None else _text(raw)
+        return None if raw is None else reply_text(raw)
 
     async def held(self) -> str | None:
         """The oldest id already in our in-flight list (normally there is none)."""
         raw = await self._redis.lindex(self.inflight, -1)
-        return None if raw is None else _text(raw)
+        return None if raw is None else reply_text(raw)
 
     async def load(self, request_id: int) -> tuple[dict[str, str], int]:
         """The request hash and this claim's attempt number (0 when the hash does not exist)."""
         key = self.keys.request(request_id)
-        fields = {_text(k): _text(v) for k, v in (await self._redis.hgetall(key)).items()}
+        fields = {reply_text(k): reply_text(v) for k, v in (await self._redis.hgetall(key)).items()}
         if not fields:
             return {}, 0
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -116,7 +116,7 @@ class RequestQueue:
             self.keys.request(request_id),
         ]
         stamp = await self._finish(keys=keys, args=args)
-        return None if stamp is None else _text(stamp)
+        return None if stamp is None else reply_text(stamp)
 
     async def give_back(self) -> int:
         """Put every id we hold back at the taking end of the queue; leave the holder set."""
@@ -126,7 +126,7 @@ class RequestQueue:
         """Requeue what instances whose registration is gone still hold: {instance: ids}."""
         recovered: dict[str, int] = {}
         for raw in await self._redis.smembers(self.keys.holders):
-            owner = _text(raw)
+            owner = reply_text(raw)
             if owner == str(self.instance_id):
                 continue
             moved = await self._requeue_of(owner, force=False)
@@ -147,7 +147,3 @@ class RequestQueue:
         """Redis TIME as ``seconds.micros``."""
         seconds, micros = await self._redis.time()
         return f"{int(seconds)}.{int(micros):06d}"
-
-
-def _text(raw: object) -> str:
-    return raw.decode() if isinstance(raw, bytes) else str(raw)

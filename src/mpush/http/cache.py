@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from mpush.connection import AnyRedis
+from mpush.connection import AnyRedis, reply_text
 
 __all__ = ["Hit", "ResponseCache", "SharedDrops", "Ticket"]
 
@@ -300,7 +300,7 @@ class SharedDrops:
     async def start(self, redis: AnyRedis) -> None:
         """Read from the newest entry on: call before the gateway answers its first request."""
         newest = await redis.xrevrange(self.stream, count=1)
-        self.last = _text(newest[0][0]) if newest else "0-0"
+        self.last = reply_text(newest[0][0]) if newest else "0-0"
 
     async def swap(self, redis: AnyRedis, cache: ResponseCache) -> None:
         """Add the URLs ``cache`` dropped to the stream; drop those the others added since."""
@@ -320,15 +320,11 @@ class SharedDrops:
         found: Any = await redis.xread({self.stream: self.last or "0-0"}, count=_DROPS_KEPT)
         for _, entries in found.items() if isinstance(found, dict) else found or []:  # RESP3, 2
             for entry_id, raw in entries:
-                self.last = _text(entry_id)
-                fields = {_text(k): _bytes(v) for k, v in raw.items()}
+                self.last = reply_text(entry_id)
+                fields = {reply_text(k): _bytes(v) for k, v in raw.items()}
                 if fields.get("by") != self.instance.encode():
                     key = (fields.get("h", b""), fields.get("p", b""), fields.get("q", b""))
                     cache.invalidate(key, shared=False)
-
-
-def _text(raw: object) -> str:
-    return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
 def _bytes(raw: object) -> bytes:

@@ -31,7 +31,7 @@ from typing import Any
 
 from mpush.backoff import Backoff, Outage
 from mpush.config import VpushSettings
-from mpush.connection import AnyRedis, describe_url, is_transient
+from mpush.connection import AnyRedis, describe_url, is_transient, reply_text
 from mpush.errors import ConfigError
 from mpush.keys import VpushKeys
 from mpush.runtime.lease import Lease
@@ -292,7 +292,7 @@ class Bridge:
 
     def _dedupe_keys(self, epoch: bytes) -> list[bytes]:
         """The destination's keys for the route epoch ``epoch``: out list, dedupe state."""
-        keys = [self.keys.out.encode(), self.keys.dedupe(_text(epoch)).encode()]
+        keys = [self.keys.out.encode(), self.keys.dedupe(reply_text(epoch)).encode()]
         self._dest_keys = {epoch: keys}  # one epoch at a time
         return keys
 
@@ -320,7 +320,3 @@ def with_provenance(message: bytes, source: str, moved_at_ms: int) -> bytes:
         return message
     meta["vpush"] = {"source": source, "moved_at": moved_at_ms}
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def _text(raw: object) -> str:
-    return raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)

@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass
 
 from mpush.backoff import Backoff, Outage
-from mpush.connection import AnyRedis, is_transient, load_lua
+from mpush.connection import AnyRedis, is_transient, load_lua, reply_text
 
 __all__ = ["Lease", "LeaseState"]
 
@@ -74,7 +74,7 @@ class Lease:
         self.token = None
         pttl = int(reply[1])
         wait = self.ttl if pttl < 0 else pttl / 1000
-        return LeaseState(acquired=False, wait=wait, holder=_text(reply[2]))
+        return LeaseState(acquired=False, wait=wait, holder=reply_text(reply[2]))
 
     async def renew(self) -> bool:
         """Extend our lease; False when it expired or another token holds it now."""
@@ -118,7 +118,3 @@ class Lease:
                 self.token = None
                 lost.set()
                 return
-
-
-def _text(raw: object) -> str:
-    return raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from mpush.backoff import Backoff, Outage
-from mpush.connection import AnyRedis, is_transient, load_lua
+from mpush.connection import AnyRedis, is_transient, load_lua, reply_text
 from mpush.errors import FencedError, MpushError
 from mpush.keys import ServiceKeys
 from mpush.runtime.shutdown import Shutdown
@@ -97,7 +97,7 @@ class Lifecycle:
         else:
             raise MpushError(f"could not register under {self._keys.counter}: ids keep colliding")
         self.instance_id = instance_id
-        self._renewed = _text(stamp)
+        self._renewed = reply_text(stamp)
         self._clock_offset = float(self._renewed) - time.time()
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.lpush(self._keys.ids, instance_id)
@@ -108,7 +108,7 @@ class Lifecycle:
 
     async def gc(self) -> list[str]:
         """Drop ids whose registration hash no longer exists; return the dropped ids."""
-        ids = [_text(raw) for raw in await self._redis.lrange(self._keys.ids, 0, -1)]
+        ids = [reply_text(raw) for raw in await self._redis.lrange(self._keys.ids, 0, -1)]
         dropped: list[str] = []
         for instance_id in dict.fromkeys(ids):
             if not await self._redis.exists(self._keys.instance(instance_id)):
@@ -134,7 +134,7 @@ class Lifecycle:
         if int(status) == 0:
             return False
         raise FencedError(
-            f"{self.key} was renewed by someone else (renewed={_text(value)!r}, "
+            f"{self.key} was renewed by someone else (renewed={reply_text(value)!r}, "
             f"ours {self._renewed!r}): stopping at once"
         )
 
@@ -185,7 +185,3 @@ class Lifecycle:
         await self._redis.lrem(self._keys.ids, 0, str(self.instance_id))
         log.info("deregistered %s", key)
         self.instance_id = None
-
-
-def _text(raw: object) -> str:
-    return raw.decode() if isinstance(raw, bytes) else str(raw)

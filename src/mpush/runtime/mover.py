@@ -23,7 +23,7 @@ from typing import Any
 
 from mpush.backoff import Outage
 from mpush.config import MoverSettings
-from mpush.connection import AnyRedis, RedisTarget, load_lua
+from mpush.connection import AnyRedis, RedisTarget, load_lua, reply_text
 from mpush.errors import ConfigError
 from mpush.keys import check_same_slot
 from mpush.runtime.metrics import Metrics
@@ -138,7 +138,7 @@ class MoverService:
                 self.options.tracking.check_slot(keys, what=f"{self.name}'s atomic move")
         for key, setting in zip(keys, ["in", *["out"] * len(self.options.targets)], strict=True):
             kind = await redis.type(key)
-            kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+            kind = reply_text(kind)
             if kind not in ("none", "list"):
                 raise ConfigError(setting, f"{key!r} holds a Redis {kind}, not a list")
         if self.options.tracking is not None:

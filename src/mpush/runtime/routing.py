@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from mpush.connection import AnyRedis
+from mpush.connection import AnyRedis, reply_text
 from mpush.errors import ConfigError
 from mpush.keys import ServiceKeys
 from mpush.runtime.shutdown import Shutdown
@@ -37,7 +37,7 @@ async def check_key_types(redis: AnyRedis, keys: Iterable[tuple[str, str, str]])
     """
     for setting, key, expected in keys:
         kind = await redis.type(key)
-        kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+        kind = reply_text(kind)
         if kind not in ("none", expected):
             raise ConfigError(setting, f"{key!r} holds a Redis {kind}, not a {expected}")
 
@@ -46,7 +46,7 @@ async def consumers_alive(redis: AnyRedis, namespace: str) -> bool:
     """True when some id on ``<ns>:service:ids`` still has its ``<ns>:service:<id>`` hash."""
     keys = ServiceKeys(namespace)
     for raw in await redis.lrange(keys.ids, 0, -1):
-        instance_id = raw.decode() if isinstance(raw, bytes) else str(raw)
+        instance_id = reply_text(raw)
         if await redis.exists(keys.instance(instance_id)):
             return True
     return False

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mpush.config import TrackingSettings
-from mpush.connection import AnyRedis, load_lua
+from mpush.connection import AnyRedis, load_lua, reply_text
 from mpush.errors import ConfigError
 from mpush.keys import MessageKeys, check_same_slot
 
@@ -127,7 +127,7 @@ async def check_key_types(redis: AnyRedis, keys: MessageKeys) -> None:
     }
     for key, kind in expected.items():
         found = await redis.type(key)
-        found = found.decode() if isinstance(found, bytes) else str(found)
+        found = reply_text(found)
         if found not in ("none", kind):
             raise ConfigError(
                 "service_namespace",

@@ -34,7 +34,7 @@ import uvicorn
 
 from mpush.backoff import Backoff
 from mpush.config import GatewaySettings, default_prefix, overlay
-from mpush.connection import AnyRedis, RedisTarget, is_transient
+from mpush.connection import AnyRedis, RedisTarget, is_transient, reply_text
 from mpush.errors import ConfigError
 from mpush.http.cache import ResponseCache, SharedDrops
 from mpush.http.exchange import METRIC, TIMED_OUT, Exchange, QueueUnavailable
@@ -241,7 +241,7 @@ class Gateway:
         if namespace:
             key = f"{namespace}:config"
             raw = await redis.hgetall(key)
-            found = {_text(k): _text(v) for k, v in raw.items()}
+            found = {reply_text(k): reply_text(v) for k, v in raw.items()}
             for name in found:
                 if name not in GatewaySettings.discoverable:
                     raise ConfigError(
@@ -360,14 +360,14 @@ class Gateway:
 
 async def _consumers(redis: AnyRedis, keys: ServiceKeys, queue: str) -> int:
     """How many registered, live instances name ``queue`` in their ``in`` field."""
-    ids = [_text(i) for i in await redis.lrange(keys.ids, 0, -1)]
+    ids = [reply_text(i) for i in await redis.lrange(keys.ids, 0, -1)]
     if not ids:
         return 0
     async with redis.pipeline(transaction=False) as pipe:
         for instance_id in ids:
             pipe.hget(keys.instance(instance_id), "in")
         fields = await pipe.execute()
-    return sum(1 for f in fields if f is not None and queue in _text(f).split(","))
+    return sum(1 for f in fields if f is not None and queue in reply_text(f).split(","))
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -382,7 +382,3 @@ def _listen(host: str, port: int) -> socket.socket:
         raise ConfigError("port", f"cannot listen on {host}:{port}: {exc.strerror}") from None
     sock.setblocking(False)
     return sock
-
-
-def _text(raw: object) -> str:
-    return raw.decode() if isinstance(raw, bytes) else str(raw)

@@ -27,6 +27,7 @@ import orjson
 from jinja2.sandbox import SandboxedEnvironment
 
 from mpush.config import RenderSettings, default_prefix
+from mpush.connection import reply_text
 from mpush.errors import ConfigError
 from mpush.http.handler import RequestService
 from mpush.http.messages import Request, Response, error_response
@@ -109,7 +110,7 @@ class Renderer(RequestService):
         source = await self._redis.hget(self.templates_key, name[len(REDIS_TEMPLATE) :])
         if source is None:
             raise jinja2.TemplateNotFound(f"{name} in {self.templates_key}")
-        text = source.decode() if isinstance(source, bytes) else str(source)
+        text = reply_text(source)
         digest = hashlib.sha256(text.encode()).hexdigest()
         compiled = self._compiled.get(digest)
         if compiled is None:

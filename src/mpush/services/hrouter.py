@@ -25,7 +25,7 @@ import orjson
 
 from mpush.backoff import Backoff
 from mpush.config import RouterSettings, default_prefix
-from mpush.connection import AnyRedis, RedisTarget, is_transient
+from mpush.connection import AnyRedis, RedisTarget, is_transient, reply_text
 from mpush.epoch import is_epoch
 from mpush.errors import ConfigError
 from mpush.http.messages import compact_json, error_response
@@ -79,7 +79,7 @@ class Router:
         """Apply the Redis routes if they changed; True when applied. Invalid → logged, kept."""
         assert self.routes_key is not None
         raw = await redis.lrange(self.routes_key, 0, -1)
-        source = [r.decode() if isinstance(r, bytes) else str(r) for r in raw]
+        source = [reply_text(r) for r in raw]
         if source == self._live_source:
             return False
         self._live_source = source

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from mpush.backoff import Backoff
 from mpush.config import NdeployPopSettings, NdeployServeSettings
-from mpush.connection import AnyRedis, RedisTarget, is_transient
+from mpush.connection import AnyRedis, RedisTarget, is_transient, reply_text
 from mpush.deploy.deployer import DeployPolicy, deploy
 from mpush.deploy.layout import DeployRoot
 from mpush.deploy.proc import StepError
@@ -75,7 +75,7 @@ class NdeployService:
             check_cluster_namespace(namespace)
         for key, kind_wanted in ((self.keys.queue, "list"), (self.keys.holders, "set")):
             kind = await redis.type(key)
-            kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+            kind = reply_text(kind)
             if kind not in ("none", kind_wanted):
                 raise ConfigError(
                     "service_namespace", f"{key!r} holds a Redis {kind}, not a {kind_wanted}"

@@ -13,7 +13,14 @@ import contextlib
 from collections.abc import Mapping, Sequence
 
 from mpush.config import VpushSettings
-from mpush.connection import AnyRedis, RedisTarget, connect, describe_url, parse_redis_url
+from mpush.connection import (
+    AnyRedis,
+    RedisTarget,
+    connect,
+    describe_url,
+    parse_redis_url,
+    reply_text,
+)
 from mpush.errors import ConfigError
 from mpush.keys import VpushKeys, check_same_slot, key_slot
 from mpush.runtime.bridge import Bridge
@@ -61,7 +68,7 @@ class VpushService:
             self.keys.lease: ("in", "string"),
         }
         for key, (setting, wanted) in expected.items():
-            kind = _text(await redis.type(key))
+            kind = reply_text(await redis.type(key))
             if kind not in ("none", wanted):
                 raise ConfigError(setting, f"{key!r} holds a Redis {kind}, not a {wanted}")
 
@@ -95,7 +102,3 @@ def _same_slot(setting: str, keys: Sequence[str], side: str) -> None:
             f"They are all named after the {setting} list: give it a hash tag and the rest "
             f"follows, e.g. --{setting} '{{{named}}}'",
         ) from None
-
-
-def _text(raw: object) -> str:
-    return raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
