@@ -30,10 +30,10 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 from mpush.connection import AnyRedis, reply_text
+from mpush.http.files import not_modified, parse_http_date
 
 __all__ = ["Hit", "ResponseCache", "SharedDrops", "Ticket"]
 
@@ -51,6 +51,7 @@ _NOT_MODIFIED_FIELDS = frozenset(
 _OVERHEAD = 200  # bytes an entry costs beyond its body and headers, roughly
 _VARIANTS = 8  # most variants kept per URL
 _REMEMBERED = 4096  # invalidated URLs remembered (older ones: every store begun before is refused)
+_VALIDATORS = (b"if-none-match", b"if-modified-since")
 _LONGEST = 10**9  # seconds: a longer max-age is no different
 _DROPS_KEPT = 1000  # entries of <ns>:cache:dropped kept (about), and read at once
 
@@ -73,8 +74,8 @@ class _Entry:
     not_modified: Pairs  # the headers of a 304 standing for it, age not
     body: bytes
     vary: tuple[tuple[bytes, bytes | None], ...]  # the request headers it varies on, their values
-    etag: bytes | None
-    last_modified: float | None
+    etags: tuple[str, ...]  # its ETag, if it has one
+    last_modified: float | None  # its Last-Modified, epoch seconds
     stored: float  # monotonic clock
     expires: float
     size: int
@@ -170,8 +171,8 @@ class ResponseCache:
             not_modified=[p for p in pairs if p[0] in _NOT_MODIFIED_FIELDS],
             body=body,
             vary=tuple((name, headers.get(name)) for name in vary_names),
-            etag=_header(pairs, b"etag"),
-            last_modified=_http_date(_header(pairs, b"last-modified")),
+            etags=tuple(v.decode("latin-1") for n, v in pairs if n == b"etag")[:1],
+            last_modified=_last_modified(pairs),
             stored=now,
             expires=now + min(lifetime, self.max_age),
             size=size,
@@ -257,34 +258,19 @@ def _storable(pairs: Pairs) -> tuple[float, tuple[bytes, ...]] | None:
     return (float(lifetime), tuple(dict.fromkeys(vary))) if lifetime > 0 else None
 
 
-def _header(pairs: Pairs, name: bytes) -> bytes | None:
-    for key, value in pairs:
-        if key == name:
-            return value
+def _last_modified(pairs: Pairs) -> float | None:
+    for name, value in pairs:
+        if name == b"last-modified":
+            return parse_http_date(value.decode("latin-1"))
     return None
 
 
-def _http_date(raw: bytes | None) -> float | None:
-    if raw is None:
-        return None
-    try:
-        return parsedate_to_datetime(raw.decode("latin-1")).timestamp()
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-
-
 def _not_modified(headers: Headers, entry: _Entry) -> bool:
-    """RFC 9110 §13.1: If-None-Match (weak comparison) wins over If-Modified-Since."""
-    wanted = headers.get(b"if-none-match")
-    if wanted is not None:
-        if entry.etag is None:
-            return False
-        if wanted.strip() == b"*":
-            return True
-        mine = entry.etag.removeprefix(b"W/")
-        return any(tag.strip().removeprefix(b"W/") == mine for tag in wanted.split(b","))
-    since = _http_date(headers.get(b"if-modified-since"))
-    return since is not None and entry.last_modified is not None and entry.last_modified <= since
+    """hfiler's validator rules (``mpush.http.files.not_modified``) against the stored answer."""
+    asked = {
+        name.decode(): headers[name].decode("latin-1") for name in _VALIDATORS if name in headers
+    }
+    return bool(asked) and not_modified(asked, entry.etags, entry.last_modified)
 
 
 class SharedDrops:

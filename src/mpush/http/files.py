@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.utils
 import mimetypes
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
@@ -83,20 +84,27 @@ def http_date(timestamp: float) -> str:
     return email.utils.formatdate(timestamp, usegmt=True)
 
 
-def not_modified(headers: dict[str, str], etags: tuple[str, ...], mtime: float) -> bool:
-    """True when the request's validators say the client's copy is current."""
+def parse_http_date(text: str) -> float | None:
+    """An HTTP date as epoch seconds; None when it is not one."""
+    try:
+        return email.utils.parsedate_to_datetime(text).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def not_modified(headers: Mapping[str, str], etags: tuple[str, ...], mtime: float | None) -> bool:
+    """True when the request's validators (RFC 9110 §13.1: If-None-Match, weak comparison, wins
+    over If-Modified-Since) say the client's copy of the answer with ``etags`` and last
+    modification time ``mtime`` is current."""
     if_none_match = headers.get("if-none-match")
     if if_none_match is not None:
         offered = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
-        return "*" in offered or any(tag in offered for tag in etags)
+        return "*" in offered or any(tag.removeprefix("W/") in offered for tag in etags)
     since = headers.get("if-modified-since")
-    if since is not None:
-        try:
-            parsed = email.utils.parsedate_to_datetime(since)
-        except (TypeError, ValueError):
-            return False
-        return int(mtime) <= int(parsed.timestamp())
-    return False
+    if since is None or mtime is None:
+        return False
+    parsed = parse_http_date(since)
+    return parsed is not None and int(mtime) <= int(parsed)
 
 
 @dataclass(frozen=True)
