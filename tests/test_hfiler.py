@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import RedisEnv
-from tests.helpers import Spawner, run_cli, wait_until
+from tests.helpers import Spawner, run_cli, stopped, wait_until
 from tests.webparts import NS, Web
 
 FILES = "{w}:files"
@@ -226,3 +226,31 @@ def test_requests_for_one_file_in_a_batch_share_one_redis_read(
     assert reads() - before <= 2  # one per batch, not one per request
     wait_until(lambda: int(client.hget(f"{NS}:metrics:hfiler", "hit") or 0) == 32,
                message="a hit counted per request")  # fmt: skip
+
+
+def test_hfiler_rides_out_a_redis_restart(
+    standalone_env: RedisEnv, spawn: Spawner, site: Path
+) -> None:
+    """Redis gone and back: hfiler neither exits nor hangs, and serves the file again (reloaded
+    into Redis if the restart lost it)."""
+    web = start(standalone_env, spawn, site)
+    url = web.url("/index.html")
+    assert httpx.get(url, timeout=10).status_code == 200
+    with stopped(standalone_env.server_for(FILES)):
+        wait_until(
+            lambda: httpx.get(url, timeout=10).status_code in (503, 504),
+            message="the outage answered, not hung",
+        )
+    standalone_env.wait_healthy()
+    wait_until(
+        lambda: httpx.get(url, timeout=10).text == "<h1>home</h1>\n",
+        timeout=30,
+        message=lambda: "served after the restart\n" + web.handlers[0].log(),
+    )
+    filer = web.handlers[0]
+    assert filer.alive
+    wait_until(
+        lambda: "back after" in filer.log(),
+        message=lambda: "the outage seen and logged\n" + filer.log(),
+    )
+    assert "Traceback" not in filer.log()
