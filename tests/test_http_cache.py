@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mpush.http.cache import Hit, ResponseCache, Ticket
+from mpush.http.cache import Hit, ResponseCache, SharedDrops, Ticket
 from tests.conftest import RedisEnv
-from tests.helpers import Spawner, wait_until
+from tests.helpers import Spawner, stopped, wait_until
 from tests.webparts import NS, Web
 
 KEY = (b"host", b"/a", b"")
@@ -305,3 +305,30 @@ def test_a_url_dropped_by_one_gateway_is_dropped_by_the_others(
             message="the other gateway drops it too (it would keep it 60 s)",
         )
     assert redis_env.client.xlen(f"{NS}:cache:dropped") >= 1
+
+
+async def test_drops_told_while_redis_is_down_are_told_once_it_is_back(
+    standalone_env: RedisEnv,
+) -> None:
+    from mpush.connection import connect, parse_redis_url
+
+    client = connect(parse_redis_url(standalone_env.url), socket_timeout=2.0)
+    here, there = cache(), cache()
+    mine, theirs = SharedDrops("{w}:drops", "1"), SharedDrops("{w}:drops", "2")
+    try:
+        await mine.start(client)
+        await theirs.start(client)
+        there.store(ticket(there), 200, PUBLIC, b"old")
+        with stopped(standalone_env.servers[0]):
+            here.store(ticket(here, "PUT"), 204, [], b"")
+            with pytest.raises(Exception):  # noqa: B017, PT011 - whatever the outage raises
+                await mine.swap(client, here)
+            assert here.dropped == [KEY], "kept for the next swap"
+        standalone_env.wait_healthy()
+        await mine.swap(client, here)
+        assert here.dropped == []
+        assert get(there) is not None
+        await theirs.swap(client, there)
+        assert get(there) is None, "dropped on the other replica"
+    finally:
+        await client.aclose()
