@@ -26,7 +26,7 @@ sys.path[:] = [str(HERE / "common"), *(p for p in sys.path if Path(p or ".").res
 
 from wrk import Result, load, processes, wait_http  # noqa: E402
 
-from mpush.redisserver import RedisServer, free_port  # noqa: E402
+from mpush.orchestration.redisserver import RedisServer, free_port  # noqa: E402
 
 APPS = HERE / "apps"
 NAMESPACE = "bench:http"

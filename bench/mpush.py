@@ -31,7 +31,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 from redis.asyncio import Redis  # noqa: E402
 
-from mpush.redisserver import RedisServer  # noqa: E402
+from mpush.orchestration.redisserver import RedisServer  # noqa: E402
 
 IN, OUTS, PENDING, BACKLOG = "b:in", ("b:out0", "b:out1"), "b:pending", "b:backlog"
 NS = "b:svc"

@@ -30,7 +30,7 @@ sys.path.insert(0, str(_HERE.parent))
 import redis  # noqa: E402
 from tests.ndeploy_repos import make_repos  # noqa: E402
 
-from mpush.redisserver import RedisServer  # noqa: E402
+from mpush.orchestration.redisserver import RedisServer  # noqa: E402
 
 NS = "b:ndeploy"
 

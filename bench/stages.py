@@ -38,7 +38,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 from redis.asyncio import Redis  # noqa: E402
 
 from mpush.connection import load_lua  # noqa: E402
-from mpush.redisserver import RedisServer  # noqa: E402
+from mpush.orchestration.redisserver import RedisServer  # noqa: E402
 
 BATCH = 1000
 NS = "{bench}:ns"

@@ -30,11 +30,11 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 from redis.asyncio import Redis  # noqa: E402
 
 from mpush.keys import MessageKeys  # noqa: E402
-from mpush.redisserver import RedisServer  # noqa: E402
+from mpush.orchestration.redisserver import RedisServer  # noqa: E402
 from mpush.runtime.metrics import Metrics  # noqa: E402
-from mpush.runtime.monitor import Monitor  # noqa: E402
-from mpush.runtime.mover import MoveOptions, Mover  # noqa: E402
 from mpush.runtime.tracking import Tracking, TrackingPolicy, message_xid  # noqa: E402
+from mpush.services.movers.engine import MoveOptions, Mover  # noqa: E402
+from mpush.services.movers.monitor import Monitor  # noqa: E402
 
 IN, OUTS, BACKLOG = "{b}:in", ("{b}:out0", "{b}:out1"), "{b}:backlog"
 NS = "{b}:svc"

@@ -34,7 +34,7 @@ from typing import Any
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
 
 from mpush.connection import AnyRedis, connect, parse_redis_url  # noqa: E402
-from mpush.redisserver import RedisServer  # noqa: E402
+from mpush.orchestration.redisserver import RedisServer  # noqa: E402
 
 IN, OUT, PROCESSING, BACKLOG = "b:in", "b:out", "b:processing", "b:backlog"
 LEASE = f"{IN}:vpush:lease"

@@ -17,8 +17,8 @@ import asyncio
 import json
 import signal
 
-from mpush.client import consume
 from mpush.connection import connect, parse_redis_url
+from mpush.consumer import consume
 
 
 async def handle(text: str) -> None:

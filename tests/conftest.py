@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import redis
 
-from mpush.redisserver import RedisCluster, RedisServer
+from mpush.orchestration.redisserver import RedisCluster, RedisServer
 from tests.helpers import Spawner
 
 

@@ -13,8 +13,8 @@ import asyncio
 import signal
 import sys
 
-from mpush.client import consume
 from mpush.connection import connect, parse_redis_url
+from mpush.consumer import consume
 
 
 async def main(url: str, queue: str, namespace: str, record: str, lease: float, fail: str) -> None:

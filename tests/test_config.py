@@ -177,7 +177,7 @@ def test_cli_bad_config_one_line_exit_2(args: list[str], words: str) -> None:
 
 
 def test_cli_unreachable_redis_exit_69_without_traceback() -> None:
-    from mpush.redisserver import free_port
+    from mpush.orchestration.redisserver import free_port
 
     port = free_port()  # nothing listens there
     result = run_cli(

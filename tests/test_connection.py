@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from mpush.redisserver import RedisServer
+from mpush.orchestration.redisserver import RedisServer
 from tests.helpers import Spawner, run_cli, wait_until
 
 
@@ -146,7 +146,7 @@ def _make_certs(directory: Path) -> tuple[Path, Path, Path]:
 
 def test_tls(server_dir: Path, tmp_path: Path, spawn: Spawner) -> None:
     ca, cert, key = _make_certs(tmp_path / "certs")
-    from mpush.redisserver import free_port
+    from mpush.orchestration.redisserver import free_port
 
     tls_port = free_port()
     plain = free_port()

@@ -1,4 +1,4 @@
-"""mpush.client, the reliable consumer, on real Redis (standalone and Cluster): acknowledgement,
+"""mpush.consumer, the reliable consumer, on real Redis (standalone and Cluster): acknowledgement,
 failures into the retry path, leases of dead consumers, the runnable example, Redis restarts."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from mpush.client import consume
 from mpush.connection import connect, parse_redis_url
+from mpush.consumer import consume
 from mpush.keys import ConsumerKeys, MessageKeys
 from mpush.runtime.tracking import message_xid
 from tests.conftest import RedisEnv

@@ -24,7 +24,7 @@ import pytest
 import redis
 
 from mpush.demo.web import SITE
-from mpush.redisserver import free_port
+from mpush.orchestration.redisserver import free_port
 from tests.conftest import RedisEnv
 from tests.helpers import run_cli, wait_until
 

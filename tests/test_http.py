@@ -193,7 +193,7 @@ def test_queue_over_its_limit_gives_503(redis_env: RedisEnv, spawn: Spawner) -> 
 
 
 def test_config_discovered_from_redis_hash(redis_env: RedisEnv, spawn: Spawner) -> None:
-    from mpush.redisserver import free_port
+    from mpush.orchestration.redisserver import free_port
 
     port = free_port()
     redis_env.client.hset(

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis
 
-from mpush.redisserver import RedisCluster
+from mpush.orchestration.redisserver import RedisCluster
 from tests.conftest import RedisEnv
 from tests.helpers import ServiceProcess, Spawner, run_cli, wait_until
 

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from mpush.deploy.deployer import DeployPolicy, deploy
-from mpush.deploy.layout import DeployRecord, DeployRoot, LayoutError, namespace_dir
-from mpush.deploy.proc import StepError
-from mpush.deploy.request import DeployRequest, RequestError, url_allowed
+from mpush.config.git import RequestError, url_allowed
+from mpush.orchestration.ndeploy.deployer import DeployPolicy, deploy
+from mpush.orchestration.ndeploy.layout import DeployRecord, DeployRoot, LayoutError, namespace_dir
+from mpush.orchestration.ndeploy.proc import StepError
+from mpush.orchestration.ndeploy.request import DeployRequest
 from tests.helpers import run_cli
 
 NS = "{nd}:ndeploy"

@@ -61,7 +61,7 @@ def test_status_needs_a_namespace() -> None:
 
 
 def test_status_unreachable_redis() -> None:
-    from mpush.redisserver import free_port
+    from mpush.orchestration.redisserver import free_port
 
     result = run_cli(
         "status", "--redis", f"redis://127.0.0.1:{free_port()}", "--service-namespace", "x"

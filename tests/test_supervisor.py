@@ -16,14 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from mpush.supervisor import (
-    EXIT_CHILD_FAILED,
-    EXIT_OK,
-    EXIT_SECOND_SIGNAL,
+from mpush.exits import Exit, describe
+from mpush.orchestration.supervisor import (
     ChildSpec,
     RestartPolicy,
     Supervisor,
-    describe_exit,
 )
 from tests.helpers import wait_until
 
@@ -91,7 +88,7 @@ async def test_a_killed_child_is_restarted_and_sigterm_stops_by_stage(tmp_path: 
     assert supervisor.child("back").restarts == 1
     assert supervisor.child("front").restarts == 0
     os.kill(os.getpid(), signal.SIGTERM)  # forwarded once, stage by stage
-    assert await asyncio.wait_for(running, 15) == EXIT_OK
+    assert await asyncio.wait_for(running, 15) == Exit.OK
     (front_term,), (back_term,) = lines(front, "TERM"), lines(back, "TERM")
     assert float(front_term) < float(back_term), "the higher stage stops first"
     assert not alive(second)
@@ -100,13 +97,13 @@ async def test_a_killed_child_is_restarted_and_sigterm_stops_by_stage(tmp_path: 
 async def test_restart_delays_grow_then_it_gives_up(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level("WARNING", logger="mpush.supervisor")
+    caplog.set_level("WARNING", logger="mpush.orchestration.supervisor")
     other = tmp_path / "other"
     failing = ChildSpec("failing", [sys.executable, "-c", "raise SystemExit(1)"])
     supervisor = Supervisor([failing, worker("other", other)], tmp_path / "logs", policy=FAST)
     began = time.monotonic()
     code = await asyncio.wait_for(supervisor.run(), 20)
-    assert code == EXIT_CHILD_FAILED
+    assert code == Exit.FAILURE
     delays = [float(r.getMessage().rsplit(" ", 1)[1].rstrip("s")) for r in caplog.records
               if "restarting in" in r.getMessage()]  # fmt: skip
     assert len(delays) == FAST.give_up_after
@@ -121,7 +118,7 @@ async def test_bad_configuration_is_not_restarted(tmp_path: Path) -> None:
     other = tmp_path / "other"
     bad = ChildSpec("bad", [sys.executable, "-c", "print('config: port: no'); raise SystemExit(2)"])
     supervisor = Supervisor([worker("other", other), bad], tmp_path / "logs", policy=FAST)
-    assert await asyncio.wait_for(supervisor.run(), 20) == EXIT_CHILD_FAILED
+    assert await asyncio.wait_for(supervisor.run(), 20) == Exit.FAILURE
     assert supervisor.child("bad").restarts == 0
     assert not supervisor.child("other").alive  # stopped (maybe before it even started up)
     assert "config: port: no" in (tmp_path / "logs" / "bad.log").read_text()
@@ -135,7 +132,7 @@ async def test_a_child_ignoring_sigterm_is_killed_and_reported(tmp_path: Path) -
     await until(lambda: lines(stubborn, "START"))
     supervisor.stop("test over")
     code = await asyncio.wait_for(running, 15)
-    assert code == EXIT_CHILD_FAILED  # it did not stop cleanly
+    assert code == Exit.FAILURE  # it did not stop cleanly
     pid = int(lines(stubborn, "START")[0])
     assert not alive(pid)
 
@@ -151,7 +148,7 @@ async def test_a_second_signal_kills_at_once(tmp_path: Path) -> None:
     assert not running.done()  # waiting for the stubborn child
     began = time.monotonic()
     os.kill(os.getpid(), signal.SIGINT)
-    assert await asyncio.wait_for(running, 10) == EXIT_SECOND_SIGNAL
+    assert await asyncio.wait_for(running, 10) == Exit.SECOND_SIGNAL
     assert time.monotonic() - began < 5
     assert not alive(int(lines(stubborn, "START")[0]))
 
@@ -164,7 +161,7 @@ def test_children_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
     script = (
         "import asyncio, sys\n"
         "from pathlib import Path\n"
-        "from mpush.supervisor import ChildSpec, Supervisor\n"
+        "from mpush.orchestration.supervisor import ChildSpec, Supervisor\n"
         f"spec = ChildSpec('w', [sys.executable, '-c', {WORKER!r}, {str(notes)!r}])\n"
         f"asyncio.run(Supervisor([spec], Path({str(tmp_path)!r})).run())\n"
     )
@@ -183,7 +180,7 @@ def test_children_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
 
 
 def test_exit_descriptions() -> None:
-    assert describe_exit(0) == "code 0"
-    assert describe_exit(2) == "code 2 (bad configuration)"
-    assert describe_exit(69) == "code 69 (Redis unreachable)"
-    assert describe_exit(-9) == "killed by SIGKILL"
+    assert describe(0) == "code 0"
+    assert describe(2) == "code 2 (bad configuration)"
+    assert describe(69) == "code 69 (Redis unreachable)"
+    assert describe(-9) == "killed by SIGKILL"

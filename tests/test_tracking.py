@@ -101,7 +101,7 @@ def _not_json(body: str | bytes) -> bool:
 )
 @settings(max_examples=150, deadline=None)
 def test_python_xid_matches_the_lua_xid(standalone_client: object, body: str | bytes) -> None:
-    """mpush.client computes xids in Python: it must agree with the scripts, byte for byte."""
+    """mpush.consumer computes xids in Python: it must agree with the scripts, byte for byte."""
     script = load_lua("tracking") + "\nreturn xid_of(ARGV[1])"
     lua = standalone_client.eval(script, 0, body)  # type: ignore[attr-defined]
     assert lua.decode() == message_xid(body)[0]

@@ -13,10 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import mpush
-from mpush.backoff import Backoff
 from mpush.connection import describe_url, parse_redis_url
 from mpush.errors import ConfigError
 from mpush.keys import check_same_slot, hash_tag, key_slot
+from mpush.retry import Backoff
 from mpush.runtime.metrics import histo_bucket
 
 keys = st.text(alphabet="abc:{}xyz01", min_size=1, max_size=12)
@@ -113,7 +113,7 @@ def test_outage_logged_once_per_episode_even_when_flapping(
 ) -> None:
     import logging
 
-    from mpush.backoff import Outage
+    from mpush.retry import Outage
 
     clock = [100.0]
     outage = Outage("redis", logging.getLogger("t"), settle=2.0)
@@ -139,7 +139,7 @@ def test_outage_logged_once_per_episode_even_when_flapping(
 def _fake_clock(clock: list[float]) -> Iterator[None]:
     from unittest import mock
 
-    with mock.patch("mpush.backoff.time.monotonic", side_effect=lambda: clock[0]):
+    with mock.patch("mpush.retry.time.monotonic", side_effect=lambda: clock[0]):
         yield
 
 
@@ -175,8 +175,8 @@ def test_not_now_replies_are_transient(reply: str) -> None:
     ],
 )
 def test_bad_times_in_a_request_are_message_errors(doc: dict[str, object]) -> None:
+    from mpush.http.correlation import Registration
     from mpush.http.messages import MessageError, Request
-    from mpush.runtime.correlation import Registration
 
     base = {"v": 1, "id": "r1", "method": "GET", "url": "/", "reply": "q:res", "deadline": 2e9}
     with pytest.raises(MessageError):
@@ -221,8 +221,8 @@ async def test_a_request_submitted_after_the_exchange_closed_gets_503_at_once() 
     on an exchange whose writer and deadline keeper have stopped."""
     import logging
 
-    from mpush.backoff import Outage
     from mpush.http.exchange import Exchange
+    from mpush.retry import Outage
     from mpush.runtime.metrics import Metrics
 
     exchange = Exchange(

@@ -22,7 +22,7 @@ import redis
 from mpush.config import VpushSettings, load_settings
 from mpush.connection import load_lua
 from mpush.errors import ConfigError
-from mpush.redisserver import RedisServer
+from mpush.orchestration.redisserver import RedisServer
 from tests.conftest import RedisEnv
 from tests.helpers import ServiceProcess, Spawner, run_cli, wait_until
 from tests.proxy import StallingProxy

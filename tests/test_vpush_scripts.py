@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from mpush.connection import connect, load_lua, parse_redis_url
-from mpush.redisserver import RedisServer
+from mpush.orchestration.redisserver import RedisServer
 from mpush.runtime.lease import Lease
 from mpush.runtime.pinned import PinnedScript
 from tests.conftest import RedisEnv

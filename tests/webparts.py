@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from mpush.redisserver import free_port
+from mpush.orchestration.redisserver import free_port
 from tests.conftest import RedisEnv
 from tests.helpers import ServiceProcess, Spawner, wait_until
 

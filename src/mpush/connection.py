@@ -22,8 +22,8 @@ from redis.asyncio.cluster import RedisCluster
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from mpush.backoff import Backoff, Outage
 from mpush.errors import ConfigError, RedisUnavailableError
+from mpush.retry import Backoff, Outage
 
 _INCLUDE = re.compile(r"^--!include (\w+)$", re.MULTILINE)
 

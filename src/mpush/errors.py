@@ -1,21 +1,24 @@
 """One error hierarchy for mpush: permanent errors stop a service, transient ones are retried.
 
-Exit codes are chosen only in ``cli``; each error carries the code it maps to.
+The exit code each error ends a process with is chosen in ``mpush.exits`` only.
 """
 
 from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "FencedError",
+    "MpushError",
+    "RedisUnavailableError",
+]
 
 
 class MpushError(Exception):
     """Base of every error mpush raises on purpose."""
 
-    exit_code = 1
-
 
 class ConfigError(MpushError):
     """A setting is unknown or has a bad value. Permanent: fix the configuration."""
-
-    exit_code = 2
 
     def __init__(self, key: str, problem: str) -> None:
         super().__init__(f"config: {key}: {problem}")
@@ -26,10 +29,6 @@ class ConfigError(MpushError):
 class RedisUnavailableError(MpushError):
     """Redis could not be reached within the startup timeout."""
 
-    exit_code = 69  # EX_UNAVAILABLE
-
 
 class FencedError(MpushError):
     """Our registration was changed by another instance: we must not go on working."""
-
-    exit_code = 75  # EX_TEMPFAIL: a supervisor may start a fresh instance

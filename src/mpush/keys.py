@@ -32,7 +32,7 @@ Message tracking (``MessageKeys``, on the Redis of the queues; docs/tracking.md)
     NS:message:done          list    ids or xids pushed by consumers when they finish a message
     NS:message:dead          list    dead letters: JSON {id, xid, deliveries, reason, body, …}
 
-A consumer of a queue (``ConsumerKeys``, ``mpush.client``) keeps, under the queue's hash tag (the
+A consumer of a queue (``ConsumerKeys``, ``mpush.consumer``) keeps, under the queue's hash tag (the
 queue's own, or the whole queue name as one: ``{jobs}`` for ``jobs``)::
 
     Q:consumers              zset    consumer id → end of its lease (ms, Redis TIME)

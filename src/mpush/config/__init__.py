@@ -40,11 +40,11 @@ from mpush.config.ndeploy import (
     NdeployServeSettings,
     NdeploySettings,
 )
-from mpush.config.routing import (
+from mpush.config.stages import (
     MbalanceSettings,
     MdedupeSettings,
     MthrottleSettings,
-    RoutingSettings,
+    StageSettings,
 )
 from mpush.config.vpush import VpushSettings
 
@@ -72,7 +72,7 @@ __all__ = [
     "QuerySettings",
     "RenderSettings",
     "RouterSettings",
-    "RoutingSettings",
+    "StageSettings",
     "StatusSettings",
     "TrackingSettings",
     "VpushSettings",

@@ -8,7 +8,7 @@ from typing import ClassVar
 from pydantic import Field, model_validator
 
 from mpush.config.base import CommonSettings
-from mpush.deploy.request import (
+from mpush.config.git import (
     RequestError,
     check_combination,
     check_commit,

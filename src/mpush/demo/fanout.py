@@ -20,9 +20,10 @@ from pathlib import Path
 import redis as redis_sync
 from rich.console import Console
 
+from mpush.cli.status import render_table
 from mpush.connection import connect, parse_redis_url
-from mpush.redisserver import RedisServer
-from mpush.status import collect, render_table
+from mpush.orchestration.redisserver import RedisServer
+from mpush.status.report import collect
 
 __all__ = ["run_fanout"]
 

@@ -1,7 +1,7 @@
 """``mpush demo``: the distributed web server, every part its own supervised process.
 
 A private redis-server on a free port (unless ``--redis`` is given), then, as children of one
-:class:`~mpush.supervisor.Supervisor`:
+:class:`~mpush.orchestration.supervisor.Supervisor`:
 
     hgateway   HTTP on http://localhost:8080 → <ns>:req
     hrouter    <ns>:req → <ns>:pages (/), <ns>:files (/static/), <ns>:query (/data/)
@@ -33,8 +33,9 @@ from mpush.config import DemoSettings
 from mpush.connection import AnyRedis, connect, describe_url, parse_redis_url, wait_until_reachable
 from mpush.demo.fanout import run_fanout
 from mpush.errors import ConfigError, MpushError
-from mpush.redisserver import RedisServer, ServerError, free_port
-from mpush.supervisor import EXIT_CHILD_FAILED, EXIT_OK, ChildSpec, Supervisor, die_with_parent
+from mpush.exits import Exit
+from mpush.orchestration.redisserver import RedisServer, ServerError, free_port
+from mpush.orchestration.supervisor import ChildSpec, Supervisor, die_with_parent
 
 __all__ = ["SITE", "Layout", "child_specs", "run_demo"]
 
@@ -147,10 +148,10 @@ async def _serve(settings: DemoSettings, layout: Layout, url: str, port: int, tm
         _banner(supervisor, specs, layout, url, settings.host, port, tmp / "logs")
     elif not running.done():
         _say(f"the site did not answer within {READY_WITHIN:g}s")
-        supervisor.stop("the site did not come up", EXIT_CHILD_FAILED)
+        supervisor.stop("the site did not come up", Exit.FAILURE)
     ready.cancel()
     code = await running
-    if code != EXIT_OK:  # the logs go with the temporary directory: show how each one ended
+    if code != Exit.OK:  # the logs go with the temporary directory: show how each one ended
         for child in supervisor.children:
             _say(f"--- {child.log_path.name}, last lines:\n{_tail(child.log_path)}")
     _say(f"every process stopped; exit code {code}")

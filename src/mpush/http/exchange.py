@@ -21,9 +21,10 @@ import asyncio
 import itertools
 import logging
 
-from mpush.backoff import Backoff, Outage
 from mpush.connection import AnyRedis, is_transient
+from mpush.exits import Exit
 from mpush.http.messages import MessageError, Response, error_response, guess_id
+from mpush.retry import Backoff, Outage
 from mpush.runtime.batches import Writes, pump
 from mpush.runtime.metrics import Metrics
 from mpush.runtime.pinned import PinnedConnection
@@ -45,7 +46,7 @@ class QueueUnavailable(Exception):
 class _Closed(Shutdown):
     """The exchange's own stop latch: it outlives the service's shutdown while requests drain."""
 
-    def request(self, reason: str, exit_code: int = 0) -> None:
+    def request(self, reason: str, exit_code: Exit = Exit.OK) -> None:
         self.reason = reason
         self._event.set()
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import redis.exceptions as rex
 
-from mpush.backoff import Backoff, Outage
 from mpush.connection import AnyRedis, is_transient
+from mpush.retry import Backoff, Outage
 from mpush.runtime.pinned import Command, PinnedConnection
 from mpush.runtime.shutdown import Shutdown
 

@@ -17,8 +17,8 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from mpush.backoff import Backoff, Outage
 from mpush.connection import AnyRedis, is_transient, load_lua, reply_text
+from mpush.retry import Backoff, Outage
 
 __all__ = ["Lease", "LeaseState"]
 

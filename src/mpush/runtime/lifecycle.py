@@ -21,10 +21,11 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from mpush.backoff import Backoff, Outage
 from mpush.connection import AnyRedis, is_transient, load_lua, reply_text
 from mpush.errors import FencedError, MpushError
+from mpush.exits import Exit
 from mpush.keys import ServiceKeys
+from mpush.retry import Backoff, Outage
 from mpush.runtime.shutdown import Shutdown
 
 __all__ = ["Lifecycle", "LifecyclePolicy"]
@@ -164,7 +165,7 @@ class Lifecycle:
                 delay = interval
             except FencedError as exc:
                 self._fenced = True  # the key is someone else's now: never touch it again
-                shutdown.request(str(exc), exit_code=FencedError.exit_code)
+                shutdown.request(str(exc), exit_code=Exit.FENCED)
                 return
             except Exception as exc:
                 if not is_transient(exc):

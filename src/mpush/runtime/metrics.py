@@ -12,9 +12,9 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
-from mpush.backoff import Backoff, Outage
 from mpush.connection import AnyRedis, is_transient, load_lua
 from mpush.keys import ServiceKeys
+from mpush.retry import Backoff, Outage
 from mpush.runtime.shutdown import Shutdown
 
 __all__ = ["Metrics", "histo_bucket"]

@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from mpush.backoff import Outage
 from mpush.connection import (
     AnyRedis,
     RedisTarget,
@@ -29,7 +28,9 @@ from mpush.connection import (
     wait_until_reachable,
 )
 from mpush.errors import MpushError
+from mpush.exits import Exit, for_error
 from mpush.keys import ServiceKeys
+from mpush.retry import Outage
 from mpush.runtime.lifecycle import Lifecycle, LifecyclePolicy
 from mpush.runtime.metrics import Metrics
 from mpush.runtime.shutdown import Shutdown
@@ -38,7 +39,6 @@ __all__ = ["Context", "RunnerSettings", "Service", "run_service"]
 
 log = logging.getLogger(__name__)
 
-EXIT_SECOND_SIGNAL = 130
 _BOOKKEEPING_TIMEOUT = 5.0
 _GRACE = 5.0
 
@@ -136,7 +136,7 @@ class _Run:
         name = signal.Signals(signum).name
         if self.shutdown.requested:
             log.warning("second signal (%s): exiting at once", name)
-            os._exit(EXIT_SECOND_SIGNAL)
+            os._exit(Exit.SECOND_SIGNAL)
         self.shutdown.request(f"{name} received")
 
     def _client(self, url: str, key: str) -> tuple[AnyRedis, RedisTarget]:
@@ -235,10 +235,10 @@ class _Run:
         exc = task.exception()
         assert exc is not None
         if isinstance(exc, MpushError):
-            self.shutdown.request(str(exc), exit_code=exc.exit_code)
+            self.shutdown.request(str(exc), exit_code=for_error(exc))
             raise exc
         log.error("unexpected failure: %r", exc, exc_info=exc)
-        self.shutdown.request(f"failure: {exc!r}", exit_code=1)
+        self.shutdown.request(f"failure: {exc!r}", exit_code=Exit.FAILURE)
         raise MpushError(f"unexpected failure: {exc!r}") from exc
 
     async def _bookkeeping(self, metrics: Metrics, lifecycle: Lifecycle | None) -> None:

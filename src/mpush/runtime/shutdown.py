@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import logging
 
+from mpush.exits import Exit
+
 __all__ = ["Shutdown"]
 
 log = logging.getLogger(__name__)
@@ -17,13 +19,13 @@ class Shutdown:
     def __init__(self) -> None:
         self._event = asyncio.Event()
         self.reason: str | None = None
-        self.exit_code = 0
+        self.exit_code = Exit.OK
 
     @property
     def requested(self) -> bool:
         return self._event.is_set()
 
-    def request(self, reason: str, exit_code: int = 0) -> None:
+    def request(self, reason: str, exit_code: Exit = Exit.OK) -> None:
         if self._event.is_set():
             return
         self.reason = reason

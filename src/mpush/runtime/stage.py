@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from mpush.backoff import Backoff, Outage
 from mpush.connection import AnyRedis, is_transient
+from mpush.retry import Backoff, Outage
 from mpush.runtime.shutdown import Shutdown
 
 __all__ = ["run_stage", "wait_for_input"]

@@ -38,8 +38,8 @@ from mpush.http.files import (
     parse_range,
     resolve,
 )
-from mpush.http.handler import RequestService, load_callable
 from mpush.http.messages import Request, Response, error_response
+from mpush.http.serve import RequestService, load_callable
 
 __all__ = ["Filer", "create"]
 

@@ -32,7 +32,6 @@ from typing import Any
 
 import uvicorn
 
-from mpush.backoff import Backoff
 from mpush.config import GatewaySettings, default_prefix, overlay
 from mpush.connection import AnyRedis, RedisTarget, is_transient, reply_text
 from mpush.errors import ConfigError
@@ -40,6 +39,7 @@ from mpush.http.cache import ResponseCache, SharedDrops
 from mpush.http.exchange import METRIC, TIMED_OUT, Exchange, QueueUnavailable
 from mpush.http.messages import Response, compact_json, encode_body, error_response
 from mpush.keys import ServiceKeys
+from mpush.retry import Backoff
 from mpush.runtime.metrics import Metrics
 from mpush.runtime.runner import Context
 

@@ -29,8 +29,8 @@ from jinja2.sandbox import SandboxedEnvironment
 from mpush.config import RenderSettings, default_prefix
 from mpush.connection import reply_text
 from mpush.errors import ConfigError
-from mpush.http.handler import RequestService
 from mpush.http.messages import Request, Response, error_response
+from mpush.http.serve import RequestService
 
 __all__ = ["Page", "Renderer", "create"]
 

@@ -7,7 +7,7 @@ whole with one error line naming the route, and the routes in use stay.
 
 Each batch of requests popped from the input is routed in one pipeline: the message gains
 ``route`` and ``params`` and is pushed to its route's queue; with ``track`` (default) it is also
-registered for mdispatch (``mpush.runtime.correlation``). No route → a 404 response message to the
+registered for mdispatch (``mpush.http.correlation``). No route → a 404 response message to the
 request's reply list. A request past its deadline is dropped (nobody waits). A malformed message
 is counted and set aside on ``<input>:bad``. Per-route metrics ``hrouter:route:<name>`` observe how
 long requests waited before routing, normalised by their timeout.
@@ -23,15 +23,15 @@ from typing import Any
 
 import orjson
 
-from mpush.backoff import Backoff
 from mpush.config import RouterSettings, default_prefix
 from mpush.connection import AnyRedis, RedisTarget, is_transient, reply_text
 from mpush.epoch import is_epoch
 from mpush.errors import ConfigError
+from mpush.http.correlation import Registration, registration_key
 from mpush.http.messages import compact_json, error_response
 from mpush.http.routes import RouteError, RouteTable, parse_routes
+from mpush.retry import Backoff
 from mpush.runtime.batches import Writes, pump
-from mpush.runtime.correlation import Registration, registration_key
 from mpush.runtime.runner import Context
 
 __all__ = ["Router", "create"]

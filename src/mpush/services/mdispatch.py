@@ -1,7 +1,7 @@
 """mdispatch: the request/response correlator. Responses that carry only a request id reach the
 instance that waits for them.
 
-Requests in flight are registered (``mpush.runtime.correlation``: reply list, deadline, send time,
+Requests in flight are registered (``mpush.http.correlation``: reply list, deadline, send time,
 route) by hrouter for every request it routes, or by mdispatch itself for the request messages of
 ``--requests``, which it then pushes on to ``--forward`` — so it works for any request/response
 traffic over Redis lists, not only HTTP.
@@ -26,9 +26,9 @@ import orjson
 
 from mpush.config import DispatchSettings, default_prefix
 from mpush.connection import AnyRedis, RedisTarget
+from mpush.http.correlation import Registration, registration_key
 from mpush.http.messages import guess_id
 from mpush.runtime.batches import Writes, pump
-from mpush.runtime.correlation import Registration, registration_key
 from mpush.runtime.runner import Context
 
 __all__ = ["Dispatcher", "create"]

@@ -24,8 +24,8 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from mpush.config import QuerySettings
-from mpush.http.handler import RequestService
 from mpush.http.messages import Request, Response, error_response
+from mpush.http.serve import RequestService
 
 __all__ = ["Query", "create"]
 
