@@ -2,15 +2,16 @@
 
 URLs: ``redis://[user:password@]host:port/db``, ``rediss://`` (TLS), ``unix:///path.sock``, and
 ``redis+cluster://host:port`` / ``rediss+cluster://`` for a Redis Cluster (or any URL with
-``cluster=True``). Losing Redis is normal weather: callers catch what ``is_transient`` accepts and
-retry with backoff; nothing here loops by itself.
+``cluster=True``). Losing Redis is normal weather: ``translated`` turns redis-py's errors that go
+away by themselves into ``TransientError``, which ``mpush.retry`` waits out; nothing here loops.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
+import contextlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeAlias
@@ -22,8 +23,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from mpush.errors import ConfigError, RedisUnavailableError
-from mpush.retry import Backoff, Outage
+from mpush.errors import ConfigError, TransientError
 
 _INCLUDE = re.compile(r"^--!include (\w+)$", re.MULTILINE)
 
@@ -31,12 +31,13 @@ __all__ = [
     "AnyRedis",
     "RedisTarget",
     "connect",
+    "describe_client",
     "describe_url",
     "is_transient",
     "load_lua",
     "parse_redis_url",
     "reply_text",
-    "wait_until_reachable",
+    "translated",
 ]
 
 AnyRedis: TypeAlias = "Redis | RedisCluster"
@@ -65,9 +66,22 @@ _NOT_NOW_REPLIES = ("OOM", "BUSY", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN", "CLUS
 def is_transient(exc: BaseException) -> bool:
     """True for failures that go away by themselves: lost connections, failovers, loading, and
     error replies that mean "not now" (OOM, BUSY, …)."""
-    if isinstance(exc, TRANSIENT_ERRORS) or _torn_down_under_us(exc):
+    if isinstance(exc, TransientError | TRANSIENT_ERRORS) or _torn_down_under_us(exc):
         return True
     return isinstance(exc, rex.ResponseError) and str(exc).startswith(_NOT_NOW_REPLIES)
+
+
+@contextlib.contextmanager
+def translated() -> Iterator[None]:
+    """Raise ``TransientError`` (from the original) for what ``is_transient`` accepts."""
+    try:
+        yield
+    except TransientError:
+        raise
+    except Exception as exc:
+        if is_transient(exc):
+            raise TransientError(str(exc)) from exc
+        raise
 
 
 def _torn_down_under_us(exc: BaseException) -> bool:
@@ -114,6 +128,18 @@ def parse_redis_url(url: str, *, cluster: bool = False, key: str = "redis") -> R
     return RedisTarget(url=url, cluster=cluster)
 
 
+def describe_client(client: AnyRedis) -> str:
+    """What logs and outage records call the Redis ``client`` talks to: ``redis 10.0.0.5:6379/0``,
+    ``redis /run/redis.sock/0``, ``redis cluster 10.0.0.5:7000``."""
+    if isinstance(client, RedisCluster):
+        node = client.get_default_node()
+        where = f"{node.host}:{node.port}" if node is not None else "?"
+        return f"redis cluster {where}"
+    kwargs = client.connection_pool.connection_kwargs
+    where = kwargs.get("path") or f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+    return f"redis {where}/{kwargs.get('db', 0)}"
+
+
 def describe_url(url: str) -> str:
     """The URL with any password masked, for logs and errors."""
     parts = urlsplit(url)
@@ -140,34 +166,6 @@ def connect(
         return RedisCluster.from_url(target.url, **common)
     # Our own loops retry with backoff and log; a hidden inner retry would only delay that.
     return Redis.from_url(target.url, retry=Retry(NoBackoff(), 0), **common)
-
-
-async def wait_until_reachable(
-    client: AnyRedis, *, what: str, within: float, log: logging.Logger
-) -> None:
-    """PING ``client`` with backoff until it answers; RedisUnavailableError after ``within`` s."""
-    outage = Outage(what, log)
-    backoff = Backoff()
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        try:
-            await client.ping()
-        except Exception as exc:
-            if not is_transient(exc) and not isinstance(exc, rex.RedisError):
-                raise
-            if isinstance(exc, rex.AuthenticationError | rex.AuthorizationError):
-                raise RedisUnavailableError(f"{what}: authentication failed: {exc}") from exc
-            outage.failed(exc)
-            delay = backoff.next_delay()
-            if loop.time() + delay > deadline:
-                raise RedisUnavailableError(
-                    f"{what} not reachable after {within:g}s: {exc}"
-                ) from exc
-            await asyncio.sleep(delay)
-        else:
-            outage.recovered()
-            return
 
 
 def load_lua(name: str) -> str:

@@ -39,10 +39,10 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
 
-from mpush.connection import AnyRedis, is_transient, reply_text
+from mpush.connection import AnyRedis, describe_client, reply_text
 from mpush.errors import ConfigError
 from mpush.keys import ConsumerKeys, MessageKeys, check_same_slot
-from mpush.retry import Backoff, Outage
+from mpush.retry import Backoff, keep_trying, outage_of, retrying
 from mpush.runtime.tracking import message_xid, tracking_script
 
 __all__ = ["Consumer", "Message", "consume"]
@@ -150,7 +150,7 @@ class Consumer:
         self._checked = False
         self._stopped = False
         self._orphans = False  # a claim may have been lost in an outage: requeue before the next
-        self._outage = Outage(f"redis (consumer of {queue})", log)
+        self._outage = outage_of(describe_client(redis))
 
     # -- the async context manager: background lease renewal, failures reported at once
 
@@ -193,17 +193,9 @@ class Consumer:
             await self._patiently(self._start)
         backoff = Backoff()
         while not self._stopped:
-            try:
-                body = await self._claim()
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                self._outage.failed(exc)
-                self._orphans = True
-                await asyncio.sleep(backoff.next_delay())
-                continue
-            self._outage.recovered()
-            backoff.reset()
+            body = await retrying(
+                self._claim, outage=self._outage, backoff=backoff, on_transient=self._lost_claim
+            )
             if body is not None:
                 message = Message(body, self.queue, message_xid(body)[0], self)
                 self._pending = message
@@ -223,20 +215,12 @@ class Consumer:
         timeout: Any = self._pop_timeout  # redis-py types it int; Redis takes decimals
         return await self._redis.blmove(self.queue, self.inflight, timeout, "RIGHT", "LEFT")
 
+    def _lost_claim(self, _: Exception) -> None:
+        self._orphans = True  # the claim may have moved a message we never heard of
+
     async def _patiently(self, call: Callable[[], Awaitable[object]]) -> None:
         """Run ``call`` until it succeeds, waiting out Redis outages (logged once)."""
-        backoff = Backoff()
-        while True:
-            try:
-                await call()
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                self._outage.failed(exc)
-                await asyncio.sleep(backoff.next_delay())
-            else:
-                self._outage.recovered()
-                return
+        await retrying(call, outage=self._outage)
 
     def stop(self) -> None:
         """End the iteration after the message in hand (within ``pop_timeout``)."""
@@ -317,17 +301,14 @@ class Consumer:
 
     async def _beat_forever(self) -> None:
         """Renew the lease every lease/3 s; an outage is retried (and logged once)."""
-        while True:
-            await asyncio.sleep(max(self._next_beat - asyncio.get_running_loop().time(), 0.0))
-            try:
-                await self.heartbeat()
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                self._outage.failed(exc)
-                self._next_beat = asyncio.get_running_loop().time() + self._pop_timeout
-            else:
-                self._outage.recovered()
+        loop = asyncio.get_running_loop()
+
+        async def beat() -> None:
+            await asyncio.sleep(max(self._next_beat - loop.time(), 0.0))
+            self._next_beat = loop.time()  # if it fails: again after the backoff
+            await self.heartbeat()
+
+        await keep_trying(beat, outage=self._outage)
 
 
 def _is_cluster(redis: AnyRedis) -> bool:

@@ -10,6 +10,7 @@ __all__ = [
     "FencedError",
     "MpushError",
     "RedisUnavailableError",
+    "TransientError",
 ]
 
 
@@ -32,3 +33,11 @@ class RedisUnavailableError(MpushError):
 
 class FencedError(MpushError):
     """Our registration was changed by another instance: we must not go on working."""
+
+
+class TransientError(MpushError):
+    """Redis is out of reach for now, or answered "not now" (a lost connection, a timeout, a
+    failover, OOM, BUSY, LOADING …): retried with backoff (``mpush.retry``), never fatal.
+
+    ``mpush.connection.translated`` raises it from redis-py's errors; the original is its cause.
+    """

@@ -21,12 +21,13 @@ from rich.status import Status
 from rich.table import Table
 
 from mpush.config import NdeployListSettings, NdeployRequestSettings, NdeployRollbackSettings
-from mpush.connection import connect, describe_url, parse_redis_url, wait_until_reachable
+from mpush.connection import connect, describe_url, parse_redis_url
 from mpush.exits import Exit
 from mpush.keys import NdeployKeys
 from mpush.orchestration.ndeploy.layout import DeployRoot, LayoutError
 from mpush.orchestration.ndeploy.queue import check_cluster_namespace
 from mpush.orchestration.ndeploy.requester import submit, wait_for_response
+from mpush.retry import wait_until_reachable
 
 __all__ = ["deploy", "rollback", "show"]
 
@@ -52,10 +53,7 @@ def deploy(settings: NdeployRequestSettings) -> int:
         redis = connect(target, socket_timeout=10.0)
         try:
             await wait_until_reachable(
-                redis,
-                what=f"redis {describe_url(settings.redis)}",
-                within=settings.startup_timeout,
-                log=log,
+                redis, what=f"redis {describe_url(settings.redis)}", within=settings.startup_timeout
             )
             request_id = await submit(redis, keys, request)
             _out(f"request {request_id} queued on {keys.queue}")

@@ -30,12 +30,13 @@ from pathlib import Path
 from urllib.parse import quote
 
 from mpush.config import DemoSettings
-from mpush.connection import AnyRedis, connect, describe_url, parse_redis_url, wait_until_reachable
+from mpush.connection import AnyRedis, connect, describe_url, parse_redis_url
 from mpush.demo.fanout import run_fanout
 from mpush.errors import ConfigError, MpushError
 from mpush.exits import Exit
 from mpush.orchestration.redisserver import RedisServer, ServerError, free_port
 from mpush.orchestration.supervisor import ChildSpec, Supervisor, die_with_parent
+from mpush.retry import wait_until_reachable
 
 __all__ = ["SITE", "Layout", "child_specs", "run_demo"]
 
@@ -133,7 +134,7 @@ async def _serve(settings: DemoSettings, layout: Layout, url: str, port: int, tm
     redis = connect(parse_redis_url(url, cluster=settings.cluster), socket_timeout=5.0)
     try:
         await wait_until_reachable(
-            redis, what=f"redis {describe_url(url)}", within=settings.startup_timeout, log=log
+            redis, what=f"redis {describe_url(url)}", within=settings.startup_timeout
         )
         await _prepare(redis, layout)
     finally:

@@ -21,10 +21,10 @@ import asyncio
 import itertools
 import logging
 
-from mpush.connection import AnyRedis, is_transient
+from mpush.connection import AnyRedis
 from mpush.exits import Exit
 from mpush.http.messages import MessageError, Response, error_response, guess_id
-from mpush.retry import Backoff, Outage
+from mpush.retry import Outage, Step, keep_trying
 from mpush.runtime.batches import Writes, pump
 from mpush.runtime.metrics import Metrics
 from mpush.runtime.pinned import PinnedConnection
@@ -142,30 +142,29 @@ class Exchange:
 
     async def _write_loop(self) -> None:
         pinned = PinnedConnection(self._redis)
-        backoff = Backoff()
+        taken: list[tuple[str, bytes]] = []
+
+        async def push() -> Step | None:
+            nonlocal taken
+            if not self._outbox:
+                self._wake.clear()
+                await self._wake.wait()
+                return Step.UNTOUCHED
+            taken, self._outbox = self._outbox[: self._batch], self._outbox[self._batch :]
+            length = await pinned.call("LPUSH", self.queue, *[message for _, message in taken])
+            self.note_length(int(length))
+            return None
+
+        def unavailable(exc: Exception) -> None:  # those requests are answered 503 at once
+            for request_id, _ in taken:
+                entry = self.pending.get(request_id)
+                if entry is not None and not entry[0].done():
+                    entry[0].set_exception(QueueUnavailable(str(exc)))
+
         try:
-            while not self._stop.requested:
-                if not self._outbox:
-                    self._wake.clear()
-                    await self._wake.wait()
-                    continue
-                taken, self._outbox = self._outbox[: self._batch], self._outbox[self._batch :]
-                try:
-                    messages = [message for _, message in taken]
-                    length = await pinned.call("LPUSH", self.queue, *messages)
-                except Exception as exc:
-                    if not is_transient(exc):
-                        raise
-                    self._outage.failed(exc)
-                    for request_id, _ in taken:
-                        entry = self.pending.get(request_id)
-                        if entry is not None and not entry[0].done():
-                            entry[0].set_exception(QueueUnavailable(str(exc)))
-                    await self._stop.sleep(backoff.next_delay())
-                    continue
-                self._outage.recovered()
-                backoff.reset()
-                self.note_length(int(length))
+            await keep_trying(
+                push, outage=self._outage, shutdown=self._stop, on_transient=unavailable
+            )
         finally:
             await pinned.close()
 

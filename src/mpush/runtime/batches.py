@@ -14,6 +14,7 @@ waiting side answers at the deadline.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import weakref
 from collections.abc import Awaitable, Callable
@@ -22,8 +23,8 @@ from typing import Any
 
 import redis.exceptions as rex
 
-from mpush.connection import AnyRedis, is_transient
-from mpush.retry import Backoff, Outage
+from mpush.connection import AnyRedis
+from mpush.retry import Outage, Stopped, keep_trying, retrying
 from mpush.runtime.pinned import Command, PinnedConnection
 from mpush.runtime.shutdown import Shutdown
 
@@ -131,31 +132,30 @@ async def pump(
     hand (their messages had a deadline; the waiting side answers at it) and is retried.
     """
     pinned = PinnedConnection(redis)
-    backoff = Backoff()
     writes = Writes()
+
+    async def turn() -> None:
+        nonlocal writes
+        batch: list[bytes] = []
+        if writes:
+            batch = await _write_and_pop(pinned, writes, source, count)
+            writes = Writes()
+        if not batch:
+            batch = await pop_batch(pinned, source, count, pop_timeout)
+        if batch:
+            writes = await handle(batch)
+
+    def drop(_: Exception) -> None:
+        nonlocal writes
+        writes = Writes()
+
+    async def last() -> None:
+        await _write_and_pop(pinned, writes, source, 0)
+
     try:
-        while True:
-            try:
-                if shutdown.requested:
-                    if writes:
-                        await _write_and_pop(pinned, writes, source, 0)
-                    return
-                batch: list[bytes] = []
-                if writes:
-                    batch = await _write_and_pop(pinned, writes, source, count)
-                    writes = Writes()
-                if not batch:
-                    batch = await pop_batch(pinned, source, count, pop_timeout)
-                if batch:
-                    writes = await handle(batch)
-                outage.recovered()
-                backoff.reset()
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                writes = Writes()
-                outage.failed(exc)
-                if await shutdown.sleep(backoff.next_delay()):
-                    return
+        await keep_trying(turn, outage=outage, shutdown=shutdown, on_transient=drop)
+        if writes:  # one attempt: the service is stopping
+            with contextlib.suppress(Stopped):
+                await retrying(last, outage=outage, shutdown=shutdown)
     finally:
         await pinned.close()

@@ -17,8 +17,8 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from mpush.connection import AnyRedis, is_transient, load_lua, reply_text
-from mpush.retry import Backoff, Outage
+from mpush.connection import AnyRedis, load_lua, reply_text
+from mpush.retry import Backoff, Outage, Step, keep_trying
 
 __all__ = ["Lease", "LeaseState"]
 
@@ -97,24 +97,14 @@ class Lease:
         lease's expiry.
         """
         interval = self.ttl / 3
-        backoff = Backoff(cap=interval)
-        delay = interval
-        while True:
-            await asyncio.sleep(delay)
-            try:
-                async with asyncio.timeout(self.ttl / 2):
-                    renewed = await self.renew()
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                outage.failed(exc)
-                delay = backoff.next_delay()
-                continue
-            outage.recovered()
-            backoff.reset()
-            delay = interval
-            if not renewed:
-                log.warning("lease %s lost (token %s): standing down", self.key, self.token)
-                self.token = None
-                lost.set()
-                return
+
+        async def renew() -> Step | None:
+            async with asyncio.timeout(self.ttl / 2):
+                if await self.renew():
+                    return None
+            log.warning("lease %s lost (token %s): standing down", self.key, self.token)
+            self.token = None
+            lost.set()
+            return Step.DONE
+
+        await keep_trying(renew, outage=outage, every=interval, backoff=Backoff(cap=interval))

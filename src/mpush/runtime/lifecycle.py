@@ -14,6 +14,7 @@ the namespace hashes to.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -21,11 +22,11 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from mpush.connection import AnyRedis, is_transient, load_lua, reply_text
+from mpush.connection import AnyRedis, describe_client, load_lua, reply_text
 from mpush.errors import FencedError, MpushError
 from mpush.exits import Exit
 from mpush.keys import ServiceKeys
-from mpush.retry import Backoff, Outage
+from mpush.retry import Outage, keep_trying, outage_of
 from mpush.runtime.shutdown import Shutdown
 
 __all__ = ["Lifecycle", "LifecyclePolicy"]
@@ -62,7 +63,7 @@ class Lifecycle:
         self._service = service
         self._info = dict(info)
         self._policy = policy
-        self._outage = outage or Outage("registry redis", log)
+        self._outage = outage or outage_of(describe_client(redis))
         self._register = redis.register_script(load_lua("register"))
         self._renew = redis.register_script(load_lua("renew"))
         self.instance_id: int | None = None
@@ -148,34 +149,25 @@ class Lifecycle:
         A vanished key requests a clean stop (exit 0); a changed one a fenced stop. Redis outages
         are waited out with backoff: the registration survives them unless they outlast expiry.
         """
-        backoff = Backoff()
-        since_renew = 0.0
-        interval = min(self._policy.check, self._policy.renew)
-        delay = interval
-        while not await shutdown.sleep(delay):
-            try:
-                since_renew += delay
-                if since_renew >= self._policy.renew:
-                    alive = await self.renew()
-                    since_renew = 0.0
-                else:
-                    alive = await self.exists()
-                self._outage.recovered()
-                backoff.reset()
-                delay = interval
-            except FencedError as exc:
-                self._fenced = True  # the key is someone else's now: never touch it again
-                shutdown.request(str(exc), exit_code=Exit.FENCED)
-                return
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                self._outage.failed(exc)
-                delay = backoff.next_delay()
-                continue
+        loop = asyncio.get_running_loop()
+        renew_at = loop.time() + self._policy.renew
+
+        async def check() -> None:
+            nonlocal renew_at
+            if loop.time() >= renew_at:
+                alive = await self.renew()
+                renew_at = loop.time() + self._policy.renew
+            else:
+                alive = await self.exists()
             if not alive:
                 shutdown.request(f"{self.key} was deleted or expired (remote shutdown)")
-                return
+
+        every = min(self._policy.check, self._policy.renew)
+        try:
+            await keep_trying(check, outage=self._outage, shutdown=shutdown, every=every)
+        except FencedError as exc:
+            self._fenced = True  # the key is someone else's now: never touch it again
+            shutdown.request(str(exc), exit_code=Exit.FENCED)
 
     async def deregister(self) -> None:
         """DEL our hash and LREM our id. Safe to call twice, or when never registered or fenced."""

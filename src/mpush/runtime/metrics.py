@@ -12,9 +12,9 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
-from mpush.connection import AnyRedis, is_transient, load_lua
+from mpush.connection import AnyRedis, load_lua
 from mpush.keys import ServiceKeys
-from mpush.retry import Backoff, Outage
+from mpush.retry import Outage, Step, keep_trying
 from mpush.runtime.shutdown import Shutdown
 
 __all__ = ["Metrics", "histo_bucket"]
@@ -52,7 +52,7 @@ class Metrics:
         self, redis: AnyRedis | None, keys: ServiceKeys | None, outage: Outage | None = None
     ) -> None:
         self._redis = redis
-        self._outage = outage or Outage("metrics redis", log)
+        self._outage = outage or Outage("metrics redis")
         self._keys = keys
         self._script = redis.register_script(load_lua("metrics")) if redis is not None else None
         self._pending: dict[str, _Pending] = {}
@@ -114,16 +114,11 @@ class Metrics:
         """Flush every ``interval`` seconds until shutdown; Redis outages are waited out."""
         if not self.enabled:
             return
-        backoff = Backoff()
-        delay = interval
-        while not await shutdown.sleep(delay):
-            try:
-                await self.flush()
-                self._outage.recovered()
-                backoff.reset()
-                delay = interval
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                self._outage.failed(exc)
-                delay = backoff.next_delay()
+
+        async def flush() -> object:
+            if not self._pending:
+                return Step.UNTOUCHED  # nothing written: no news of Redis either way
+            await self.flush()
+            return None
+
+        await keep_trying(flush, outage=self._outage, shutdown=shutdown, every=interval)

@@ -23,14 +23,14 @@ from mpush.connection import (
     AnyRedis,
     RedisTarget,
     connect,
+    describe_client,
     describe_url,
     parse_redis_url,
-    wait_until_reachable,
 )
 from mpush.errors import MpushError
 from mpush.exits import Exit, for_error
 from mpush.keys import ServiceKeys
-from mpush.retry import Outage
+from mpush.retry import Outage, outage_of, wait_until_reachable
 from mpush.runtime.lifecycle import Lifecycle, LifecyclePolicy
 from mpush.runtime.metrics import Metrics
 from mpush.runtime.shutdown import Shutdown
@@ -79,7 +79,7 @@ class Context:
     shutdown: Shutdown
     metrics: Metrics
     instance_id: int | None
-    outage: Outage  # the main Redis's outage log, shared by every loop using ``redis``
+    outage: Outage  # the main Redis's outage record, shared by every loop of the process
 
 
 class Service(Protocol):
@@ -153,14 +153,11 @@ class _Run:
         if settings.service_redis:
             registry_redis, _ = self._client(settings.service_redis, "service_redis")
         await wait_until_reachable(
-            redis,
-            what=f"redis {describe_url(settings.redis)}",
-            within=settings.startup_timeout,
-            log=log,
+            redis, what=describe_client(redis), within=settings.startup_timeout
         )
         await self.service.prepare(redis, target)
-        outage = Outage(f"redis {describe_url(settings.redis)}", log)
-        registry_outage = outage if registry_redis is redis else Outage("service redis", log)
+        outage = outage_of(describe_client(redis))
+        registry_outage = outage_of(describe_client(registry_redis))
 
         lifecycle: Lifecycle | None = None
         metrics = Metrics.disabled()
@@ -168,9 +165,8 @@ class _Run:
             if registry_redis is not redis:
                 await wait_until_reachable(
                     registry_redis,
-                    what="service redis",
+                    what=describe_client(registry_redis),
                     within=settings.startup_timeout,
-                    log=log,
                 )
             keys = ServiceKeys(settings.service_namespace)
             lifecycle = Lifecycle(

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from mpush.connection import AnyRedis, is_transient
-from mpush.retry import Backoff, Outage
+from mpush.connection import AnyRedis
+from mpush.retry import Outage, keep_trying
 from mpush.runtime.shutdown import Shutdown
 
 __all__ = ["run_stage", "wait_for_input"]
@@ -41,15 +41,9 @@ async def run_stage(
     Transient Redis errors are logged once per episode (``outage``) and retried with capped
     exponential backoff; anything else propagates and stops the service.
     """
-    backoff = Backoff()
-    while not shutdown.requested:
-        try:
-            if await step() < batch:
-                await wait()
-            outage.recovered()
-            backoff.reset()
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            outage.failed(exc)
-            await shutdown.sleep(backoff.next_delay())
+
+    async def turn() -> None:
+        if await step() < batch:
+            await wait()
+
+    await keep_trying(turn, outage=outage, shutdown=shutdown)

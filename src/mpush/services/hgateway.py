@@ -33,13 +33,13 @@ from typing import Any
 import uvicorn
 
 from mpush.config import GatewaySettings, default_prefix, overlay
-from mpush.connection import AnyRedis, RedisTarget, is_transient, reply_text
+from mpush.connection import AnyRedis, RedisTarget, reply_text
 from mpush.errors import ConfigError
 from mpush.http.cache import ResponseCache, SharedDrops
 from mpush.http.exchange import METRIC, TIMED_OUT, Exchange, QueueUnavailable
 from mpush.http.messages import Response, compact_json, encode_body, error_response
 from mpush.keys import ServiceKeys
-from mpush.retry import Backoff
+from mpush.retry import keep_trying
 from mpush.runtime.metrics import Metrics
 from mpush.runtime.runner import Context
 
@@ -338,24 +338,26 @@ class Gateway:
     ) -> None:
         """Keep the queue length and the count of live consumers of the queue fresh; share the
         URLs dropped from the response cache with the other gateways of the namespace."""
-        backoff = Backoff()
         namespace = self.settings.service_namespace
         keys = ServiceKeys(namespace) if namespace else None
-        delay = _HEALTH_INTERVAL
-        while not await ctx.shutdown.sleep(delay):
-            try:
-                exchange.note_length(int(await ctx.redis.llen(exchange.queue)))
-                if keys is not None and self.settings.require_consumer:
-                    health.consumers = await _consumers(ctx.redis, keys, exchange.queue)
-                if cache is not None and drops is not None:
-                    await drops.swap(ctx.redis, cache)
-                backoff.reset()
-                delay = _HEALTH_INTERVAL
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                health.consumers = None  # unknown: pushing will tell
-                delay = backoff.next_delay()
+
+        async def look() -> None:
+            exchange.note_length(int(await ctx.redis.llen(exchange.queue)))
+            if keys is not None and self.settings.require_consumer:
+                health.consumers = await _consumers(ctx.redis, keys, exchange.queue)
+            if cache is not None and drops is not None:
+                await drops.swap(ctx.redis, cache)
+
+        def unknown(_: Exception) -> None:
+            health.consumers = None  # unknown: pushing will tell
+
+        await keep_trying(
+            look,
+            outage=ctx.outage,
+            shutdown=ctx.shutdown,
+            every=_HEALTH_INTERVAL,
+            on_transient=unknown,
+        )
 
 
 async def _consumers(redis: AnyRedis, keys: ServiceKeys, queue: str) -> int:

@@ -24,13 +24,13 @@ from typing import Any
 import orjson
 
 from mpush.config import RouterSettings, default_prefix
-from mpush.connection import AnyRedis, RedisTarget, is_transient, reply_text
+from mpush.connection import AnyRedis, RedisTarget, reply_text
 from mpush.epoch import is_epoch
 from mpush.errors import ConfigError
 from mpush.http.correlation import Registration, registration_key
 from mpush.http.messages import compact_json, error_response
 from mpush.http.routes import RouteError, RouteTable, parse_routes
-from mpush.retry import Backoff
+from mpush.retry import keep_trying
 from mpush.runtime.batches import Writes, pump
 from mpush.runtime.runner import Context
 
@@ -126,17 +126,12 @@ class Router:
     async def _watch(self, ctx: Context) -> None:
         if self.routes_key is None:
             return
-        backoff = Backoff()
-        delay = self.settings.reload
-        while not await ctx.shutdown.sleep(delay):
-            try:
-                await self.reload(ctx.redis)
-                delay = self.settings.reload
-                backoff.reset()
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                delay = backoff.next_delay()
+        await keep_trying(
+            lambda: self.reload(ctx.redis),
+            outage=ctx.outage,
+            shutdown=ctx.shutdown,
+            every=self.settings.reload,
+        )
 
     def route(self, ctx: Context, batch: list[bytes]) -> Writes:
         """Route a batch of request messages; return the pushes (and registrations) it needs."""

@@ -14,9 +14,10 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from mpush.connection import AnyRedis, is_transient, reply_text
+from mpush.connection import AnyRedis, describe_client, reply_text
+from mpush.errors import TransientError
 from mpush.keys import NdeployKeys
-from mpush.retry import Backoff, Outage
+from mpush.retry import outage_of, retrying
 
 __all__ = ["submit", "wait_for_response"]
 
@@ -47,22 +48,19 @@ async def wait_for_response(
     """The response hash once written, or None after ``within`` s. Redis outages are waited out."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
-    outage = Outage("redis", log)
-    backoff = Backoff()
+    outage = outage_of(describe_client(redis))
     while True:
         remaining = deadline - loop.time()
         if remaining <= 0:
             return None
         try:
-            response, step = await _poll(redis, keys, request_id, min(_SLICE, remaining))
-            outage.recovered()
-            backoff.reset()
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            outage.failed(exc)
-            await asyncio.sleep(min(backoff.next_delay(), max(remaining, 0.0)))
-            continue
+            response, step = await retrying(
+                lambda: _poll(redis, keys, request_id, min(_SLICE, deadline - loop.time())),
+                outage=outage,
+                deadline=deadline,
+            )
+        except TransientError:
+            return None
         if response is not None:
             return response
         if on_step is not None:

@@ -10,14 +10,15 @@ registration has expired, and redone by another. See docs/ndeploy.md.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from mpush.config import NdeployPopSettings, NdeployServeSettings
-from mpush.connection import AnyRedis, RedisTarget, is_transient, reply_text
-from mpush.errors import ConfigError, MpushError
+from mpush.connection import AnyRedis, RedisTarget, reply_text, translated
+from mpush.errors import ConfigError, MpushError, TransientError
 from mpush.exits import Exit
 from mpush.keys import NdeployKeys
 from mpush.orchestration.ndeploy.deployer import DeployPolicy, deploy
@@ -25,7 +26,7 @@ from mpush.orchestration.ndeploy.layout import DeployRoot
 from mpush.orchestration.ndeploy.proc import StepError
 from mpush.orchestration.ndeploy.queue import RequestQueue, check_cluster_namespace
 from mpush.orchestration.ndeploy.request import DeployRequest, RequestError
-from mpush.retry import Backoff
+from mpush.retry import Stopped, retrying
 from mpush.runtime.runner import Context
 from mpush.runtime.stage import run_stage
 
@@ -219,20 +220,16 @@ class NdeployService:
     ) -> None:
         """Answer, retrying through Redis outages; if we stop first, the id stays claimed and is
         redone by another instance once our registration expires."""
-        backoff = Backoff()
-        while True:
-            try:
-                stamp = await queue.finish(
+        try:
+            stamp = await retrying(
+                lambda: queue.finish(
                     request_id, outcome, response, notify_expire=self.settings.notify_expire
-                )
-                ctx.outage.recovered()
-                break
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                ctx.outage.failed(exc)
-                if await ctx.shutdown.sleep(backoff.next_delay()):
-                    return
+                ),
+                outage=ctx.outage,
+                shutdown=ctx.shutdown,
+            )
+        except Stopped:
+            return
         if stamp is None:
             log.warning(
                 "deploy %d: our claim was taken over (registration lapsed); not answering it",
@@ -242,10 +239,9 @@ class NdeployService:
     def _clock(self, ctx: Context, queue: RequestQueue) -> Callable[[], Awaitable[str]]:
         async def clock() -> str:
             try:
-                return await queue.now()
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
+                with translated():
+                    return await queue.now()
+            except TransientError as exc:
                 ctx.outage.failed(exc)
                 return f"{time.time():.6f}"  # Redis unreachable at this instant: local clock
 
@@ -261,8 +257,5 @@ class NdeployService:
     @staticmethod
     async def _quietly(call: Awaitable[object]) -> None:
         """Best-effort bookkeeping: a Redis outage here must not fail the deploy."""
-        try:
+        with contextlib.suppress(TransientError), translated():
             await call
-        except Exception as exc:
-            if not is_transient(exc):
-                raise

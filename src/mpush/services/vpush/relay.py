@@ -25,24 +25,29 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+from redis.exceptions import ResponseError
 
 from mpush.config import VpushSettings
-from mpush.connection import AnyRedis, describe_url, is_transient, reply_text
-from mpush.errors import ConfigError
+from mpush.connection import AnyRedis, describe_client, describe_url, reply_text
+from mpush.errors import ConfigError, TransientError
 from mpush.keys import VpushKeys
-from mpush.retry import Backoff, Outage
+from mpush.retry import Backoff, Outage, Sleeper, Stopped, outage_of, retrying
 from mpush.runtime.lease import Lease
 from mpush.runtime.metrics import Metrics
 from mpush.runtime.pinned import PinnedScript
 from mpush.runtime.runner import Context
+from mpush.runtime.shutdown import Shutdown
 from mpush.runtime.stage import wait_for_input
 
-__all__ = ["Batch", "Relay", "retryable", "with_provenance"]
+__all__ = ["Batch", "Relay", "with_provenance"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _RELEASE_TIMEOUT = 2.0
 _LAG_EVERY = 0.1  # seconds between samples of the input's length (a gauge, not per message)
@@ -59,7 +64,8 @@ class Batch:
 
 
 class _Link:
-    """One Redis as the mover sees it: its outage log, a backoff, and outage seconds as a metric."""
+    """One Redis as the relay sees it: its outage record, a backoff, and outage seconds as a
+    metric. ``call`` runs one call through ``mpush.retry.retrying``."""
 
     def __init__(self, outage: Outage, metrics: Metrics, metric: str, cap: float) -> None:
         self.outage = outage
@@ -68,20 +74,54 @@ class _Link:
         self._backoff = Backoff(cap=cap)
         self._since: float | None = None
 
-    def failed(self, exc: BaseException) -> float:
-        """Record a failure; return how long to wait before the next attempt."""
-        self.outage.failed(exc)
-        if self._since is None:
-            self._since = time.monotonic()
-        return self._backoff.next_delay()
+    async def call(
+        self,
+        call: Callable[[], Awaitable[T]],
+        stopping: Sleeper,
+        on_transient: Callable[[TransientError], object] | None = None,
+    ) -> T:
+        """``call()`` until it answers; ``Stopped`` when ``stopping`` is set during an outage."""
 
-    def ok(self) -> None:
-        if self._since is None:
-            return
-        self.outage.recovered()
-        self._metrics.observe(self._metric, time.monotonic() - self._since)
-        self._since = None
+        def failed(exc: TransientError) -> None:
+            if self._since is None:
+                self._since = time.monotonic()
+            if on_transient is not None:
+                on_transient(exc)
+
+        result = await retrying(
+            call, outage=self.outage, shutdown=stopping, backoff=self._backoff, on_transient=failed
+        )
+        if self._since is not None:
+            self._metrics.observe(self._metric, time.monotonic() - self._since)
+            self._since = None
         self._backoff.reset()
+        return result
+
+
+class _Stopping:
+    """Shutdown, or the lease lost: what ends the relay's waits (``mpush.retry.Sleeper``)."""
+
+    def __init__(self, shutdown: Shutdown, lost: asyncio.Event | None = None) -> None:
+        self._shutdown = shutdown
+        self._lost = lost
+
+    @property
+    def requested(self) -> bool:
+        return self._shutdown.requested or (self._lost is not None and self._lost.is_set())
+
+    async def sleep(self, seconds: float) -> bool:
+        if self._lost is None:
+            return await self._shutdown.sleep(seconds)
+        waits = [
+            asyncio.ensure_future(self._shutdown.wait()),
+            asyncio.ensure_future(self._lost.wait()),
+        ]
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        return self.requested
 
 
 class Relay:
@@ -115,7 +155,7 @@ class Relay:
         self._timeout = settings.out_timeout
         cap = min(5.0, settings.lease_ttl / 3)
         self.source = _Link(ctx.outage, ctx.metrics, "vpush_outage_source", cap)
-        dest_outage = Outage(f"destination redis {describe_url(settings.out_redis)}", log)
+        dest_outage = outage_of(describe_client(dest))
         self.destination = _Link(dest_outage, ctx.metrics, "vpush_outage_destination", cap)
         self._epoch = secrets.token_hex(8)  # adopted only if the route has no epoch yet
         self._floor = 0  # the next token must exceed any the destination showed us
@@ -133,15 +173,12 @@ class Relay:
     async def _standby(self) -> bool:
         """Wait until we hold the lease (True) or shutdown is requested (False)."""
         announced = False
+        stopping = _Stopping(self.shutdown)
         while not self.shutdown.requested:
             try:
-                state = await self.lease.acquire(self._floor)
-            except Exception as exc:
-                if not retryable(exc):
-                    raise
-                await self.shutdown.sleep(self.source.failed(exc))
-                continue
-            self.source.ok()
+                state = await self.source.call(lambda: self.lease.acquire(self._floor), stopping)
+            except Stopped:
+                return False
             if state.acquired:
                 log.info("active mover of %s (fencing token %d)", self.keys.input, state.token)
                 self.metrics.incr(_MOVED, "takeovers")
@@ -176,13 +213,10 @@ class Relay:
         except Exception as exc:  # it expires by itself within the TTL
             log.warning("could not release the lease of %s: %r", self.keys.input, exc)
 
-    def _stopping(self, lost: asyncio.Event) -> bool:
-        return self.shutdown.requested or lost.is_set()
-
     async def _move(self, lost: asyncio.Event) -> None:
         """Claim and deliver until shutdown, or until the lease or the destination fences us."""
         ack = ""
-        while not self._stopping(lost):
+        while not (self.shutdown.requested or lost.is_set()):
             batch = await self._claim_batch(ack, self.settings.batch, lost)
             if batch is None:
                 return
@@ -198,48 +232,42 @@ class Relay:
 
     async def _claim_batch(self, ack: str, batch: int, lost: asyncio.Event) -> Batch | None:
         """Acknowledge ``ack`` and get the batch to deliver; None when we must stand down."""
-        while True:
-            token = self.lease.token
-            if token is None:
-                return None
-            try:
-                async with asyncio.timeout(self._timeout):
-                    reply = await self._claim(self._source_keys, (token, ack, batch, self._epoch))
-            except Exception as exc:
-                if not retryable(exc):
-                    raise
-                delay = self.source.failed(exc)
-                if self._stopping(lost):
-                    return None
-                await self.shutdown.sleep(delay)
-                continue
-            self.source.ok()
-            if int(reply[0]) == 0:
-                log.warning("lease of %s lost (token %d): standing down", self.keys.input, token)
-                self.lease.token = None
-                lost.set()
-                return None
-            if reply[3]:  # acknowledged: how long that batch was in flight
-                age = int(reply[4]) / 1000
-                self.metrics.observe("vpush_inflight_age", age, timeout=self.settings.lease_ttl)
-            now = time.monotonic()
-            if batch and now - self._lag_at >= _LAG_EVERY:
-                self._lag_at = now
-                self.metrics.observe("vpush_lag", int(reply[5]))
-            return Batch(reply[1], int(reply[2]), reply[6:])
+        token = self.lease.token
+        if token is None:
+            return None
+
+        async def claim() -> Any:
+            async with asyncio.timeout(self._timeout):
+                return await self._claim(self._source_keys, (token, ack, batch, self._epoch))
+
+        try:
+            reply = await self.source.call(claim, _Stopping(self.shutdown, lost))
+        except Stopped:
+            return None
+        if int(reply[0]) == 0:
+            log.warning("lease of %s lost (token %d): standing down", self.keys.input, token)
+            self.lease.token = None
+            lost.set()
+            return None
+        if reply[3]:  # acknowledged: how long that batch was in flight
+            age = int(reply[4]) / 1000
+            self.metrics.observe("vpush_inflight_age", age, timeout=self.settings.lease_ttl)
+        now = time.monotonic()
+        if batch and now - self._lag_at >= _LAG_EVERY:
+            self._lag_at = now
+            self.metrics.observe("vpush_lag", int(reply[5]))
+        return Batch(reply[1], int(reply[2]), reply[6:])
 
     async def _wait_for_input(self) -> None:
         """Block until the input has a message or pop_timeout passes; holds nothing."""
         pop_timeout = self.settings.pop_timeout
-        try:
+
+        async def wait() -> None:
             async with asyncio.timeout(pop_timeout + self._timeout):
                 await wait_for_input(self._source, self.keys.input, pop_timeout)
-        except Exception as exc:
-            if not retryable(exc):
-                raise
-            await self.shutdown.sleep(self.source.failed(exc))
-            return
-        self.source.ok()
+
+        with contextlib.suppress(Stopped):
+            await self.source.call(wait, _Stopping(self.shutdown))
 
     async def _deliver_batch(self, batch: Batch, lost: asyncio.Event) -> bool:
         """Push ``batch`` to the destination, retrying through outages; False to stand down."""
@@ -252,25 +280,25 @@ class Relay:
             messages = [with_provenance(m, self._source_label, moved_at) for m in messages]
         keys = self._dest_keys.get(batch.epoch) or self._dedupe_keys(batch.epoch)
         args: list[Any] = [token, batch.base, self.settings.dedupe_window, *messages]
-        while True:
+
+        async def deliver() -> Any:
             try:
                 async with asyncio.timeout(self._timeout):
-                    reply = await self._deliver(keys, args)
-            except Exception as exc:
-                if not retryable(exc):
-                    if "WRONGTYPE" in str(exc):
-                        raise ConfigError(
-                            "out", f"{self.keys.out!r} on the destination is not a list"
-                        ) from None
-                    raise
-                self.metrics.incr(_MOVED, "retries")
-                delay = self.destination.failed(exc)
-                if self._stopping(lost):
-                    return False
-                await self.shutdown.sleep(delay)
-                continue
-            self.destination.ok()
-            break
+                    return await self._deliver(keys, args)
+            except ResponseError as exc:
+                if "WRONGTYPE" in str(exc):
+                    raise ConfigError(
+                        "out", f"{self.keys.out!r} on the destination is not a list"
+                    ) from None
+                raise
+
+        def retried(_: Exception) -> None:
+            self.metrics.incr(_MOVED, "retries")
+
+        try:
+            reply = await self.destination.call(deliver, _Stopping(self.shutdown, lost), retried)
+        except Stopped:
+            return False
         if int(reply[0]) == 0:
             newer = int(reply[1])
             log.warning(
@@ -295,11 +323,6 @@ class Relay:
         keys = [self.keys.out.encode(), self.keys.dedupe(reply_text(epoch)).encode()]
         self._dest_keys = {epoch: keys}  # one epoch at a time
         return keys
-
-
-def retryable(exc: BaseException) -> bool:
-    """Transient failures, error replies that mean "not now" (OOM, BUSY, …) included."""
-    return is_transient(exc)
 
 
 def with_provenance(message: bytes, source: str, moved_at_ms: int) -> bytes:
