@@ -45,7 +45,7 @@ def test_response_by_id_only_reaches_its_gateway(redis_env: RedisEnv, spawn: Spa
         raw = wait_until(lambda: redis_env.client.rpop(RAW), message="a request to answer")
         request = json.loads(raw)
         assert redis_env.client.exists(f"{NS}:track:{request['id']}")
-        assert request["reply"].startswith(f"{NS}:res:")
+        assert request["reply"].startswith(f"{NS}:reply:")
         answer = {"id": request["id"], "status": 200, "body": f"for {request['url']}"}
         redis_env.client.lpush(SHARED, json.dumps(answer))
     for thread in threads:

@@ -175,25 +175,29 @@ def test_not_now_replies_are_transient(reply: str) -> None:
     ],
 )
 def test_bad_times_in_a_request_are_message_errors(doc: dict[str, object]) -> None:
-    from mpush.http.correlation import Registration
-    from mpush.http.messages import MessageError, Request
+    import orjson
+
+    from mpush.http.messages import MessageError, ReplyAddress, Request
 
     base = {"v": 1, "id": "r1", "method": "GET", "url": "/", "reply": "q:res", "deadline": 2e9}
     with pytest.raises(MessageError):
         Request.from_doc({**base, **doc})
-    if "deadline" in doc:
-        assert Registration.from_doc({**base, **doc}) is None
+    if "deadline" in doc:  # no registration for mdispatch either
+        with pytest.raises(MessageError):
+            ReplyAddress.read(orjson.dumps({**base, **doc}))
 
 
 def test_router_sets_aside_a_request_whose_path_is_not_text() -> None:
     import orjson
 
-    from mpush.services.hrouter import _decode
+    from mpush.http.messages import MessageError, RequestHead
 
     good = {"v": 1, "id": "r1", "method": "GET", "url": "/a", "reply": "q:res", "deadline": 2e9}
-    assert _decode(orjson.dumps(good)) is not None
-    assert _decode(orjson.dumps({**good, "path": 5})) is None
-    assert _decode(orjson.dumps({**good, "deadline": 1e20})) is None
+    assert RequestHead.read(orjson.dumps(good)).path == "/a"
+    with pytest.raises(MessageError):
+        RequestHead.read(orjson.dumps({**good, "path": 5}))
+    with pytest.raises(MessageError):
+        RequestHead.read(orjson.dumps({**good, "deadline": 1e20}))
 
 
 async def test_a_failed_write_never_loses_the_batch_popped_with_it(standalone_env: Any) -> None:

@@ -66,7 +66,7 @@ _NOT_NOW_REPLIES = ("OOM", "BUSY", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN", "CLUS
 def is_transient(exc: BaseException) -> bool:
     """True for failures that go away by themselves: lost connections, failovers, loading, and
     error replies that mean "not now" (OOM, BUSY, …)."""
-    if isinstance(exc, TransientError | TRANSIENT_ERRORS) or _torn_down_under_us(exc):
+    if isinstance(exc, (TransientError, *TRANSIENT_ERRORS)) or _torn_down_under_us(exc):
         return True
     return isinstance(exc, rex.ResponseError) and str(exc).startswith(_NOT_NOW_REPLIES)
 

@@ -15,6 +15,25 @@ Everything else lives under a *service namespace* ``NS`` (for example ``demo:mpu
                                    PATCH or DELETE answered): h (host), p (path), q (query), by
                                    (instance); the other gateways drop them too. MAXLEN ~1000
 
+Any list a service reads messages from (``L``) may gain one more list beside it::
+
+    L:bad                  list    messages that could not be read (not JSON, not the contract),
+                                   set aside: the newest 100
+
+The web server (``HttpKeys``; docs/http-messages.md). Without a namespace each has a fixed
+default, given after the arrow; a setting can rename each::
+
+    NS:config              hash    hgateway's discovered settings (port, queue, timeout, …)
+    NS:routes              list    hrouter's live routes, first match wins
+    NS:reply:<instance>    list    one hgateway instance's reply list     → hgateway:reply:<random>
+    NS:track:<request id>  string  a request in flight, for mdispatch      → mdispatch:req:<id>
+                                   (JSON {reply, deadline, ts, route}; PXAT deadline + linger)
+    NS:hfiler:<path>       hash    one file hfiler serves from Redis      → hfiler:<path>
+    NS:templates           hash    hrender's templates kept in Redis      → hrender:templates
+
+The request queue and the handlers' queues are lists the user names (``--queue``, ``--route``);
+``mpush demo`` names them ``NS:req``, ``NS:pages``, ``NS:files``, ``NS:query`` (``DemoKeys``).
+
 Message tracking (``MessageKeys``, on the Redis of the queues; docs/tracking.md)::
 
     NS:message:id            string  INCR counter handing out message ids
@@ -55,7 +74,8 @@ On Redis Cluster every key of one atomic operation must hash to one slot. A name
 tag, such as ``{demo}:mpush``, keeps all of a namespace's keys on one node; queue names take the
 same tag (``{demo}:in``, ``{demo}:out0``).
 
-ndeploy keeps its requests and responses under its namespace too (see ``NdeployKeys``)::
+ndeploy keeps its requests and responses under its namespace too (see ``NdeployKeys``); give it
+a namespace of its own (``demo:ndeploy``), apart from the web server's::
 
     NS:req:id              string  INCR counter handing out request ids
     NS:req:<id>            hash    git, branch, commit, tag (the requester's); instance, step,
@@ -88,6 +108,8 @@ from mpush.errors import ConfigError
 
 __all__ = [
     "ConsumerKeys",
+    "DemoKeys",
+    "HttpKeys",
     "MessageKeys",
     "NdeployKeys",
     "ServiceKeys",
@@ -95,6 +117,8 @@ __all__ = [
     "check_same_slot",
     "hash_tag",
     "key_slot",
+    "keyed",
+    "set_aside",
     "stage_key",
 ]
 
@@ -122,6 +146,16 @@ class ServiceKeys:
     @property
     def metrics_pattern(self) -> str:
         return f"{self.namespace}:metrics:*"
+
+    @property
+    def instance_prefix(self) -> str:
+        """What every registration key starts with (``NS:service:``)."""
+        return f"{self.namespace}:service:"
+
+    @property
+    def metrics_prefix(self) -> str:
+        """What every metrics key starts with (``NS:metrics:``)."""
+        return f"{self.namespace}:metrics:"
 
     @property
     def cache_dropped(self) -> str:
@@ -318,3 +352,85 @@ def stage_key(source: str, service: str, name: str) -> str:
     Built on the input list's name so it carries the same hash tag (the same Cluster slot).
     """
     return f"{source}:{service}:{name}"
+
+
+def set_aside(source: str) -> str:
+    """``<list>:bad``: where messages of ``source`` that could not be read are kept."""
+    return f"{source}:bad"
+
+
+def keyed(prefix: str, name: int | str) -> str:
+    """``<prefix>:<name>``: one key of a family a setting names by its prefix (reply lists by
+    instance, registrations by request id, hfiler's files by path)."""
+    return f"{prefix}:{name}"
+
+
+@dataclass(frozen=True)
+class HttpKeys:
+    """The web server's keys under a namespace, or their fixed defaults without one."""
+
+    namespace: str | None
+
+    def _under(self, suffix: str, fallback: str) -> str:
+        return f"{self.namespace}:{suffix}" if self.namespace else fallback
+
+    @property
+    def config(self) -> str | None:
+        return f"{self.namespace}:config" if self.namespace else None
+
+    @property
+    def routes(self) -> str | None:
+        return f"{self.namespace}:routes" if self.namespace else None
+
+    @property
+    def reply_prefix(self) -> str:
+        return self._under("reply", "hgateway:reply")
+
+    @property
+    def track_prefix(self) -> str:
+        return self._under("track", "mdispatch:req")
+
+    @property
+    def files_prefix(self) -> str:
+        return self._under("hfiler", "hfiler")
+
+    @property
+    def templates(self) -> str:
+        return self._under("templates", "hrender:templates")
+
+
+@dataclass(frozen=True)
+class DemoKeys:
+    """The lists ``mpush demo`` names under its namespace: the web server's queues, the site's
+    Redis data and the live pipeline's lists (one hash tag, one Cluster slot)."""
+
+    namespace: str
+
+    @property
+    def requests(self) -> str:
+        return f"{self.namespace}:req"
+
+    @property
+    def pages(self) -> str:
+        return f"{self.namespace}:pages"
+
+    @property
+    def files(self) -> str:
+        return f"{self.namespace}:files"
+
+    @property
+    def query(self) -> str:
+        return f"{self.namespace}:query"
+
+    @property
+    def site(self) -> str:
+        return f"{self.namespace}:site"
+
+    @property
+    def live(self) -> str:
+        """The prefix of the live pipeline's lists: ``NS:{live}:``."""
+        return f"{self.namespace}:{{live}}:"
+
+    def ring(self, name: str) -> str:
+        """One list of the live pipeline: ``NS:{live}:<name>``."""
+        return f"{self.live}{name}"

@@ -161,10 +161,7 @@ async def retrying(
             with translated():
                 result = await call()
         except TransientError as exc:
-            outage.failed(exc)
-            if on_transient is not None:
-                on_transient(exc)
-            delay = backoff.next_delay()
+            delay = _failed(exc, outage, backoff, on_transient)
             if deadline is not None:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
@@ -214,10 +211,7 @@ async def keep_trying(
             with translated():
                 result = await step()
         except TransientError as exc:
-            outage.failed(exc)
-            if on_transient is not None:
-                on_transient(exc)
-            delay = backoff.next_delay()
+            delay = _failed(exc, outage, backoff, on_transient)
             continue
         delay = every
         if result is Step.UNTOUCHED:
@@ -245,6 +239,19 @@ async def wait_until_reachable(client: AnyRedis, *, what: str, within: float) ->
         await retrying(ping, outage=outage_of(what), deadline=deadline)
     except TransientError as exc:
         raise RedisUnavailableError(f"{what} not reachable after {within:g}s: {exc}") from exc
+
+
+def _failed(
+    exc: TransientError,
+    outage: Outage,
+    backoff: Backoff,
+    on_transient: Callable[[TransientError], object] | None,
+) -> float:
+    """Record a transient failure; the delay before the next attempt."""
+    outage.failed(exc)
+    if on_transient is not None:
+        on_transient(exc)
+    return backoff.next_delay()
 
 
 def _describe(exc: BaseException) -> str:

@@ -18,7 +18,6 @@ from mpush.config.base import (
     MpushSettings,
     StatusSettings,
     TrackingSettings,
-    default_prefix,
     load_settings,
     overlay,
 )
@@ -76,7 +75,6 @@ __all__ = [
     "StatusSettings",
     "TrackingSettings",
     "VpushSettings",
-    "default_prefix",
     "load_settings",
     "overlay",
 ]

@@ -14,6 +14,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, get_args, get_origin
 
@@ -32,7 +33,6 @@ __all__ = [
     "MpushSettings",
     "StatusSettings",
     "TrackingSettings",
-    "default_prefix",
     "load_settings",
     "overlay",
 ]
@@ -217,13 +217,25 @@ S = TypeVar("S", bound=CommonSettings)
 def load_settings(
     cls: type[S], flags: Mapping[str, Any], env: Mapping[str, str] | None = None
 ) -> S:
-    """Build ``cls`` from defaults, file, environment and ``flags`` (None values are unset)."""
+    """Build ``cls`` from defaults, file, environment and ``flags`` (None values are unset).
+
+    ``env`` is the environment to read (``os.environ`` when None): every ``MPUSH_*`` variable,
+    ``MPUSH_CONFIG`` included, is read from it and from nowhere else.
+    """
     given = {k: v for k, v in flags.items() if v is not None and v != []}
-    _check_env(os.environ if env is None else env)
+    environ = os.environ if env is None else env
+    _check_env(environ)
+    token = _ENVIRON.set(environ)
     try:
         return cls(**given)
     except ValidationError as exc:
         raise _config_error(cls, exc, given) from None
+    finally:
+        _ENVIRON.reset(token)
+
+
+# The environment load_settings was given, for the settings sources pydantic builds.
+_ENVIRON: ContextVar[Mapping[str, str]] = ContextVar("mpush_environ", default=os.environ)
 
 
 def _check_env(env: Mapping[str, str]) -> None:
@@ -270,7 +282,7 @@ def _origin_hint(cls: type[CommonSettings], key: str) -> str:
 def _source_of(key: str, flags: Mapping[str, Any]) -> str:
     if key in flags:
         return ", from the command line"
-    if f"{ENV_PREFIX}{key.upper()}" in os.environ:
+    if f"{ENV_PREFIX}{key.upper()}" in _ENVIRON.get():
         return f", from {ENV_PREFIX}{key.upper()}"
     return ", from the config file"
 
@@ -279,7 +291,7 @@ class _EnvSource(PydanticBaseSettingsSource):
     """``MPUSH_<SETTING>`` variables; lists as JSON or comma-separated."""
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        raw = os.environ.get(f"{ENV_PREFIX}{field_name.upper()}")
+        raw = _ENVIRON.get().get(f"{ENV_PREFIX}{field_name.upper()}")
         if raw is None:
             return None, field_name, False
         if get_origin(field.annotation) is list or list in get_args(field.annotation):
@@ -312,7 +324,7 @@ class _FileSource(PydanticBaseSettingsSource):
         return None, field_name, False  # __call__ reads the whole file at once
 
     def __call__(self) -> dict[str, Any]:
-        path = self._init().get("config") or os.environ.get(f"{ENV_PREFIX}CONFIG")
+        path = self._init().get("config") or _ENVIRON.get().get(f"{ENV_PREFIX}CONFIG")
         if not path:
             return {}
         return select_section(read_config_file(Path(path)), self.settings_cls)
@@ -379,11 +391,6 @@ def normalise_keys(data: Mapping[str, Any], fields: set[str]) -> dict[str, Any]:
             continue
         result[name] = [value] if name == "out" and isinstance(value, str) else value
     return result
-
-
-def default_prefix(namespace: str | None, suffix: str, fallback: str) -> str:
-    """``<namespace>:<suffix>`` when there is a namespace, else ``fallback``."""
-    return f"{namespace}:{suffix}" if namespace else fallback
 
 
 def overlay(settings: S, values: Mapping[str, Any], *, origin: str) -> S:

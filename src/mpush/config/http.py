@@ -38,7 +38,7 @@ class GatewaySettings(CommonSettings):
     reply_prefix: str | None = Field(
         None,
         min_length=1,
-        description="Reply lists: <reply_prefix>:<instance> (default <ns>:res, or hgateway:res).",
+        description="Reply lists: <reply_prefix>:<instance> (default <ns>:reply; hgateway:reply).",
     )
     timeout: float = Field(10.0, gt=0, le=3600, description="Seconds a request may take.")
     body_limit: int = Field(1_048_576, ge=0, description="Largest request body, bytes.")

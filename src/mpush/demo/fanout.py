@@ -22,6 +22,7 @@ from rich.console import Console
 
 from mpush.cli.status import render_table
 from mpush.connection import connect, parse_redis_url
+from mpush.keys import ServiceKeys
 from mpush.orchestration.redisserver import RedisServer
 from mpush.status.report import collect
 
@@ -60,7 +61,7 @@ def run_fanout(redis_url: str | None) -> int:
         )
         service = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
         try:
-            if not _until(lambda: client.llen(f"{NAMESPACE}:service:ids") > 0, service):
+            if not _until(lambda: client.llen(ServiceKeys(NAMESPACE).ids) > 0, service):
                 console.print("[red]mpush did not register in time[/]")
                 return 1
             console.print(f"[bold]$ redis-cli lpush {IN} one two three[/]")
@@ -73,7 +74,7 @@ def run_fanout(redis_url: str | None) -> int:
                 for index, message in enumerate(client.lrange(out, 0, -1), start=1):
                     text = message if isinstance(message, str) else message.decode()
                     console.print(f'{index}) "{text}"')
-            _until(lambda: client.exists(f"{NAMESPACE}:metrics:move") > 0, service)
+            _until(lambda: client.exists(ServiceKeys(NAMESPACE).metrics("move")) > 0, service)
             client.close()
             console.print(f"[bold]$ mpush status --redis {url} --service-namespace {NAMESPACE}[/]")
             asyncio.run(_status(url, console))

@@ -25,7 +25,6 @@ import socket
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
@@ -34,11 +33,12 @@ from mpush.connection import AnyRedis, connect, describe_url, parse_redis_url
 from mpush.demo.fanout import run_fanout
 from mpush.errors import ConfigError, MpushError
 from mpush.exits import Exit
+from mpush.keys import DemoKeys, ServiceKeys
 from mpush.orchestration.redisserver import RedisServer, ServerError, free_port
 from mpush.orchestration.supervisor import ChildSpec, Supervisor, die_with_parent
 from mpush.retry import wait_until_reachable
 
-__all__ = ["SITE", "Layout", "child_specs", "run_demo"]
+__all__ = ["SITE", "DemoKeys", "child_specs", "run_demo"]
 
 log = logging.getLogger(__name__)
 
@@ -50,47 +50,12 @@ READY_WITHIN = 60.0
 _PROBE_TIMEOUT = 5.0
 
 
-@dataclass(frozen=True)
-class Layout:
-    """The demo's keys, all under one namespace."""
-
-    namespace: str
-
-    @property
-    def requests(self) -> str:
-        return f"{self.namespace}:req"
-
-    @property
-    def pages(self) -> str:
-        return f"{self.namespace}:pages"
-
-    @property
-    def files(self) -> str:
-        return f"{self.namespace}:files"
-
-    @property
-    def query(self) -> str:
-        return f"{self.namespace}:query"
-
-    @property
-    def site(self) -> str:
-        return f"{self.namespace}:site"
-
-    @property
-    def live(self) -> str:
-        """Prefix of the live ring's lists, hash-tagged so one Cluster slot holds them all."""
-        return f"{self.namespace}:{{live}}:"
-
-    def ring(self, name: str) -> str:
-        return f"{self.live}{name}"
-
-
 def run_demo(settings: DemoSettings) -> int:
     """Serve the demo site until stopped; the supervisor's exit code."""
     if settings.fanout:
         return run_fanout(None if settings.private_redis else settings.redis)
     port = _choose_port(settings.host, settings.port)
-    layout = Layout(settings.service_namespace or "demo:web")
+    layout = DemoKeys(settings.service_namespace or "demo:web")
     with (
         tempfile.TemporaryDirectory(prefix="mpush-demo-") as tmp,
         _redis(settings, Path(tmp)) as url,
@@ -130,7 +95,7 @@ def _redis(settings: DemoSettings, tmp: Path) -> Iterator[str]:
         _say("stopped the private redis-server")
 
 
-async def _serve(settings: DemoSettings, layout: Layout, url: str, port: int, tmp: Path) -> int:
+async def _serve(settings: DemoSettings, layout: DemoKeys, url: str, port: int, tmp: Path) -> int:
     redis = connect(parse_redis_url(url, cluster=settings.cluster), socket_timeout=5.0)
     try:
         await wait_until_reachable(
@@ -159,7 +124,7 @@ async def _serve(settings: DemoSettings, layout: Layout, url: str, port: int, tm
     return code
 
 
-async def _prepare(redis: AnyRedis, layout: Layout) -> None:
+async def _prepare(redis: AnyRedis, layout: DemoKeys) -> None:
     """Tell the page where things are; start the live ring unless it is running already."""
     await redis.hset(
         layout.site,
@@ -178,16 +143,17 @@ async def _prepare(redis: AnyRedis, layout: Layout) -> None:
 
 
 def child_specs(
-    settings: DemoSettings, layout: Layout, url: str, port: int
+    settings: DemoSettings, layout: DemoKeys, url: str, port: int
 ) -> list[tuple[ChildSpec, str]]:
     """Every child of the demo with a line saying what it does. Stages: workers 0, router 1,
     gateway 2 — the gateway stops first, the workers behind it last."""
     ns, live = layout.namespace, layout.ring
     common = _common_flags(settings, url, ns)
     statics, templates = SITE / "static", SITE / "templates"
-    allowed = (f"{ns}:service:", f"{ns}:metrics:", layout.live)
-    page = f"home home.html site={layout.site} ids={ns}:service:ids"
-    page += f" gateway={ns}:metrics:hgateway archive={live('archive')}"
+    registry = ServiceKeys(ns)
+    allowed = (registry.instance_prefix, registry.metrics_prefix, layout.live)
+    page = f"home home.html site={layout.site} ids={registry.ids}"
+    page += f" gateway={registry.metrics('hgateway')} archive={live('archive')}"
     table = [
         ("hgateway", 2, f"http://{settings.host}:{port} → {layout.requests}",
          ["--host", settings.host, "--port", str(port), "--queue", layout.requests,
@@ -235,7 +201,7 @@ def _common_flags(settings: DemoSettings, url: str, namespace: str) -> list[str]
     return flags
 
 
-async def _wait_ready(host: str, port: int, layout: Layout) -> bool:
+async def _wait_ready(host: str, port: int, layout: DemoKeys) -> bool:
     """True once the home page, a static file and rquery answer 200; False after a while."""
     address = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
     probes = ["/", "/static/site.css", "/data/llen/" + quote(layout.ring("ring"), safe="")]
@@ -269,7 +235,7 @@ async def http_status(host: str, port: int, path: str) -> int:
 def _banner(
     supervisor: Supervisor,
     specs: list[tuple[ChildSpec, str]],
-    layout: Layout,
+    layout: DemoKeys,
     url: str,
     host: str,
     port: int,

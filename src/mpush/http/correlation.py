@@ -15,21 +15,16 @@ Each key is touched alone, so any prefix works on Redis Cluster.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 
 from mpush.epoch import is_epoch
+from mpush.http.messages import ReplyAddress
 
-__all__ = ["Registration", "registration_key"]
+__all__ = ["Registration"]
 
 LINGER = 10.0  # seconds a registration outlives its deadline at least
-
-
-def registration_key(prefix: str, request_id: str) -> str:
-    return f"{prefix}:{request_id}"
 
 
 @dataclass(frozen=True)
@@ -52,23 +47,26 @@ class Registration:
         return orjson.dumps(doc).decode()
 
     @classmethod
-    def from_doc(cls, doc: Mapping[str, Any], route: str = "") -> Registration | None:
-        """From a request (or registration) document; None without a usable reply/deadline."""
-        reply, deadline = doc.get("reply"), doc.get("deadline")
-        if not isinstance(reply, str) or not is_epoch(deadline):
-            return None
-        ts = doc.get("ts")
+    def of(cls, address: ReplyAddress, route: str = "") -> Registration:
+        """The registration of the request at ``address``, routed to ``route``."""
         return cls(
-            reply=reply,
-            deadline=float(deadline),
-            ts=float(ts) if is_epoch(ts) else float(deadline),
-            route=str(doc.get("route") or route or "-"),
+            reply=address.reply,
+            deadline=address.deadline,
+            ts=address.ts if address.ts is not None else address.deadline,
+            route=route or "-",
         )
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> Registration | None:
+        """A stored registration; None when it is not one (written by something else)."""
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError:
             return None
-        return cls.from_doc(doc) if isinstance(doc, dict) else None
+        if not isinstance(doc, dict):
+            return None
+        reply, deadline, ts = doc.get("reply"), doc.get("deadline"), doc.get("ts")
+        if not isinstance(reply, str) or not is_epoch(deadline):
+            return None
+        ts = float(ts) if is_epoch(ts) else float(deadline)
+        return cls(reply, float(deadline), ts, str(doc.get("route") or "-"))

@@ -188,7 +188,7 @@ class Exchange:
             try:
                 response = Response.from_json(raw)
             except MessageError as exc:
-                writes.set_aside(f"{self.reply}:bad", raw)
+                writes.set_aside(self.reply, raw)
                 self._metrics.incr(METRIC, "malformed")
                 request_id = guess_id(raw)
                 log.debug("malformed response (%s) for id %s", exc, request_id)

@@ -21,15 +21,21 @@ to route by id)::
 Only ``id`` and ``status`` are required; ``headers`` values are strings or lists of strings (for
 repeated headers such as set-cookie); ``body`` follows the request's text/base64 rule. Anything else
 is a ``MessageError`` naming the field.
+
+This module is the only code that encodes or decodes these messages. Besides ``Request`` and
+``Response`` (whole messages) it has the partial reads and writes the hot paths need:
+``encode_request`` (hgateway), ``RequestHead.read`` and ``with_route`` (hrouter: what routing
+needs, without the body), ``ReplyAddress.read`` and ``response_id`` (mdispatch), and
+``answer_address`` (where a broken request can still be answered).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
+import contextlib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,13 +46,19 @@ from mpush.epoch import is_epoch
 __all__ = [
     "VERSION",
     "MessageError",
+    "ReplyAddress",
     "Request",
+    "RequestHead",
     "Response",
+    "answer_address",
     "compact_json",
     "decode_body",
     "encode_body",
+    "encode_request",
     "error_response",
     "guess_id",
+    "response_id",
+    "with_route",
 ]
 
 VERSION = 1
@@ -85,9 +97,10 @@ def decode_body(doc: Mapping[str, Any]) -> bytes:
 
 
 def _load(raw: bytes | str) -> dict[str, Any]:
+    """The message's JSON object, of this version; MessageError else."""
     try:
         doc = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+    except orjson.JSONDecodeError as exc:  # invalid UTF-8 and lone surrogates included
         raise MessageError(f"not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise MessageError("not a JSON object")
@@ -95,6 +108,17 @@ def _load(raw: bytes | str) -> dict[str, Any]:
     if version != VERSION:
         raise MessageError(f"v: unsupported version {version!r} (this is version {VERSION})")
     return doc
+
+
+@contextlib.contextmanager
+def _contract(what: str) -> Iterator[None]:
+    """Whatever a document that is not a message makes the reading raise, as a MessageError."""
+    try:
+        yield
+    except MessageError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise MessageError(f"not a {what} message: {type(exc).__name__}: {exc}") from None
 
 
 def _text(doc: Mapping[str, Any], name: str) -> str:
@@ -199,7 +223,9 @@ class Request:
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> Request:
-        return cls.from_doc(_load(raw))
+        """The request message ``raw``: any bytes give a Request or a MessageError."""
+        with _contract("request"):
+            return cls.from_doc(_load(raw))
 
 
 @dataclass
@@ -247,7 +273,9 @@ class Response:
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> Response:
-        return cls.from_doc(_load(raw))
+        """The response message ``raw``: any bytes give a Response or a MessageError."""
+        with _contract("response"):
+            return cls.from_doc(_load(raw))
 
     def header_pairs(self, skip: frozenset[bytes] = frozenset()) -> list[tuple[bytes, bytes]]:
         """Headers as ASGI pairs but those named in ``skip``; names lower-cased, values as given
@@ -264,6 +292,120 @@ class Response:
         return pairs
 
 
+def encode_request(
+    request_id: str,
+    method: str,
+    path: str,
+    query: str,
+    headers: dict[str, str],
+    body: bytes,
+    *,
+    ts: float,
+    deadline: float,
+    reply: str,
+) -> bytes:
+    """A request message from its parts (what hgateway sends): ``Request.to_json`` without the
+    object in between."""
+    doc: dict[str, Any] = {
+        "v": VERSION,
+        "id": request_id,
+        "method": method,
+        "url": f"{path}?{query}" if query else path,
+        "path": path,
+        "query": query,
+        "headers": headers,
+        "ts": ts,
+        "deadline": deadline,
+        "reply": reply,
+    }
+    encode_body(body, doc)
+    return compact_json(doc)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyAddress:
+    """What any request message carries to be answered: its id, the reply list, the deadline and
+    the time it was sent. mdispatch reads no more of the requests it registers."""
+
+    id: str
+    reply: str
+    deadline: float
+    ts: float | None
+
+    @classmethod
+    def read(cls, raw: bytes | str) -> ReplyAddress:
+        """The reply address of a request message; MessageError naming the field it lacks."""
+        with _contract("request"):
+            return cls._of(_load(raw))
+
+    @classmethod
+    def _of(cls, doc: Mapping[str, Any]) -> ReplyAddress:
+        ts = doc.get("ts")
+        return cls(
+            id=_text(doc, "id"),
+            reply=_text(doc, "reply"),
+            deadline=_number(doc, "deadline"),
+            ts=float(ts) if is_epoch(ts) else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RequestHead:
+    """What hrouter reads of a request message: its reply address, method and path; no headers,
+    no body decoded."""
+
+    address: ReplyAddress
+    method: str
+    path: str
+
+    @classmethod
+    def read(cls, raw: bytes | str) -> RequestHead:
+        """The head of a request message; MessageError naming the field it lacks."""
+        with _contract("request"):
+            doc = _load(raw)
+            url = _text(doc, "url")
+            path = doc.get("path")
+            if path is not None and not isinstance(path, str):
+                raise MessageError("path: must be a string")
+            return cls(
+                address=ReplyAddress._of(doc),
+                method=_text(doc, "method"),
+                path=path or url.partition("?")[0],
+            )
+
+
+def with_route(raw: bytes, name: str, params: dict[str, str]) -> bytes:
+    """The request message ``raw`` with ``route`` and ``params`` added (spliced in: the rest is
+    not re-encoded). ``raw`` must be a JSON object (``RequestHead.read`` accepted it)."""
+    end = raw.rstrip().rfind(b"}")
+    extra = compact_json({"route": name, "params": params})
+    return raw[:end] + b"," + extra[1:]
+
+
+def response_id(raw: bytes) -> str | None:
+    """The request id a response message answers: from its JSON, or read from a broken one."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return guess_id(raw)
+    request_id = doc.get("id") if isinstance(doc, dict) else None
+    return request_id if isinstance(request_id, str) and request_id else None
+
+
+def answer_address(raw: bytes) -> tuple[str, str] | None:
+    """(id, reply) of a request message too broken to handle, when both can still be read."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    request_id, reply = doc.get("id") or guess_id(raw), doc.get("reply")
+    if isinstance(request_id, str) and isinstance(reply, str) and request_id and reply:
+        return request_id, reply
+    return None
+
+
 def error_response(request_id: str, status: int, reason: str) -> Response:
     """A short plain-text error response (never a stack trace)."""
     return Response.text(request_id, f"{status} {reason}\n", status)
@@ -275,8 +417,8 @@ def guess_id(raw: bytes | str) -> str | None:
     match = _ID_PATTERN.search(data)
     if match is None:
         return None
-    try:
-        value = json.loads(b'"' + match.group(1) + b'"')
-    except ValueError:
+    try:  # orjson, unlike json, refuses lone surrogates: an id must be valid UTF-8
+        value = orjson.loads(b'"' + match.group(1) + b'"')
+    except orjson.JSONDecodeError:
         return None
     return value if isinstance(value, str) else None

@@ -28,11 +28,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-import orjson
-
 from mpush.connection import AnyRedis, RedisTarget
 from mpush.errors import ConfigError
-from mpush.http.messages import MessageError, Request, Response, error_response, guess_id
+from mpush.http.messages import MessageError, Request, Response, answer_address, error_response
 from mpush.retry import Outage
 from mpush.runtime.batches import Writes, pump
 from mpush.runtime.metrics import Metrics
@@ -101,10 +99,10 @@ class HandlerLoop:
         for raw in batch:
             try:
                 request = Request.from_json(raw)
-            except (MessageError, ValueError, TypeError):  # whatever a bad document raises
-                writes.set_aside(f"{self.queue}:bad", raw)
+            except MessageError:
+                writes.set_aside(self.queue, raw)
                 self._metrics.incr(self._name, "malformed")
-                answer = _answer_address(raw)
+                answer = answer_address(raw)
                 if answer is not None:
                     self._reply(writes, answer[1], error_response(answer[0], 400, "Bad Request"))
                 continue
@@ -158,20 +156,6 @@ class HandlerLoop:
     def _reply(writes: Writes, reply: str, response: Response) -> None:
         writes.push(reply, response.to_json())
         writes.expire[reply] = REPLY_EXPIRE
-
-
-def _answer_address(raw: bytes) -> tuple[str, str] | None:
-    """(id, reply) of a broken request message, when both can still be read."""
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(doc, dict):
-        return None
-    request_id, reply = doc.get("id") or guess_id(raw), doc.get("reply")
-    if isinstance(request_id, str) and isinstance(reply, str) and request_id and reply:
-        return request_id, reply
-    return None
 
 
 def load_callable(spec: str, setting: str) -> Callable[..., Any]:

@@ -24,6 +24,7 @@ from typing import Any
 import redis.exceptions as rex
 
 from mpush.connection import AnyRedis
+from mpush.keys import set_aside
 from mpush.retry import Outage, Stopped, keep_trying, retrying
 from mpush.runtime.pinned import Command, PinnedConnection
 from mpush.runtime.shutdown import Shutdown
@@ -49,9 +50,9 @@ class Writes:
     def push(self, key: str, message: bytes | str) -> None:
         self.pushes.setdefault(key, []).append(message)
 
-    def set_aside(self, key: str, message: bytes) -> None:
-        """Keep a malformed ``message`` on ``key`` (the newest SET_ASIDE of them)."""
-        self.aside.setdefault(key, []).append(message)
+    def set_aside(self, source: str, message: bytes) -> None:
+        """Keep a malformed ``message`` of ``source`` on ``<source>:bad`` (the newest SET_ASIDE)."""
+        self.aside.setdefault(set_aside(source), []).append(message)
 
     def __bool__(self) -> bool:
         return bool(self.pushes or self.registrations or self.aside)

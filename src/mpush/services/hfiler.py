@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mpush.config import FilerSettings, default_prefix
+from mpush.config import FilerSettings
 from mpush.http.files import (
     compressible,
     content_type,
@@ -40,6 +40,7 @@ from mpush.http.files import (
 )
 from mpush.http.messages import Request, Response, error_response
 from mpush.http.serve import RequestService, load_callable
+from mpush.keys import HttpKeys, keyed
 
 __all__ = ["Filer", "create"]
 
@@ -121,8 +122,8 @@ class Filer(RequestService):
             (glob, int(seconds))
             for glob, _, seconds in (spec.rpartition("=") for spec in settings.ttl_pattern)
         ]
-        self.cache_prefix = settings.cache_prefix or default_prefix(
-            settings.service_namespace, "hfiler", "hfiler"
+        self.cache_prefix = (
+            settings.cache_prefix or HttpKeys(settings.service_namespace).files_prefix
         )
         self._too_large: set[str] = set()
         # URL path → (file, relative path) or None, and when that answer was found: a path is
@@ -220,7 +221,7 @@ class Filer(RequestService):
                     self.settings.max_size,
                 )
             return None, False
-        key = f"{self.cache_prefix}:{relative}"
+        key = keyed(self.cache_prefix, relative)
         stored = Asset.from_hash(await self._redis.hgetall(key))
         current = (stat.st_mtime_ns, stat.st_size)
         if stored is not None and (stored.mtime_ns, stored.size) == current:

@@ -32,13 +32,13 @@ from typing import Any
 
 import uvicorn
 
-from mpush.config import GatewaySettings, default_prefix, overlay
+from mpush.config import GatewaySettings, overlay
 from mpush.connection import AnyRedis, RedisTarget, reply_text
 from mpush.errors import ConfigError
 from mpush.http.cache import ResponseCache, SharedDrops
 from mpush.http.exchange import METRIC, TIMED_OUT, Exchange, QueueUnavailable
-from mpush.http.messages import Response, compact_json, encode_body, error_response
-from mpush.keys import ServiceKeys
+from mpush.http.messages import Response, encode_request, error_response
+from mpush.keys import HttpKeys, ServiceKeys, keyed
 from mpush.retry import keep_trying
 from mpush.runtime.metrics import Metrics
 from mpush.runtime.runner import Context
@@ -177,21 +177,11 @@ class GatewayApp:
         exchange = self.exchange
         request_id = exchange.new_id()
         now = time.time()
-        timeout = self.settings.timeout
-        doc: dict[str, Any] = {
-            "v": 1,
-            "id": request_id,
-            "method": method,
-            "url": f"{path}?{query}" if query else path,
-            "path": path,
-            "query": query,
-            "headers": headers,
-            "ts": now,
-            "deadline": now + timeout,
-            "reply": exchange.reply,
-        }
-        encode_body(body, doc)
-        future = exchange.submit(request_id, compact_json(doc))
+        message = encode_request(
+            request_id, method, path, query, headers, body,
+            ts=now, deadline=now + self.settings.timeout, reply=exchange.reply,
+        )  # fmt: skip
+        future = exchange.submit(request_id, message)
         try:
             response = await future
             if response is TIMED_OUT:
@@ -239,7 +229,8 @@ class Gateway:
     async def prepare(self, redis: AnyRedis, target: RedisTarget) -> None:
         namespace = self.settings.service_namespace
         if namespace:
-            key = f"{namespace}:config"
+            key = HttpKeys(namespace).config
+            assert key is not None
             raw = await redis.hgetall(key)
             found = {reply_text(k): reply_text(v) for k, v in raw.items()}
             for name in found:
@@ -258,13 +249,11 @@ class Gateway:
         settings = self.settings
         assert self._socket is not None, "prepare() binds the socket"
         instance = str(ctx.instance_id) if ctx.instance_id is not None else secrets.token_hex(4)
-        reply_prefix = settings.reply_prefix or default_prefix(
-            settings.service_namespace, "res", "hgateway:res"
-        )
+        reply_prefix = settings.reply_prefix or HttpKeys(settings.service_namespace).reply_prefix
         exchange = Exchange(
             ctx.redis,
             queue=settings.queue,
-            reply=f"{reply_prefix}:{instance}",
+            reply=keyed(reply_prefix, instance),
             id_prefix=instance,
             batch=settings.batch,
             timeout=settings.timeout,

@@ -26,11 +26,12 @@ import jinja2
 import orjson
 from jinja2.sandbox import SandboxedEnvironment
 
-from mpush.config import RenderSettings, default_prefix
+from mpush.config import RenderSettings
 from mpush.connection import reply_text
 from mpush.errors import ConfigError
 from mpush.http.messages import Request, Response, error_response
 from mpush.http.serve import RequestService
+from mpush.keys import HttpKeys
 
 __all__ = ["Page", "Renderer", "create"]
 
@@ -79,8 +80,8 @@ class Renderer(RequestService):
         )
         self.sandbox = SandboxedEnvironment(autoescape=True)
         self._compiled: dict[str, jinja2.Template] = {}
-        self.templates_key = settings.templates_key or default_prefix(
-            settings.service_namespace, "templates", "hrender:templates"
+        self.templates_key = (
+            settings.templates_key or HttpKeys(settings.service_namespace).templates
         )
 
     def registry_info(self) -> Mapping[str, str]:

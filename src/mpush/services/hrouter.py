@@ -19,17 +19,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
 
-import orjson
-
-from mpush.config import RouterSettings, default_prefix
+from mpush.config import RouterSettings
 from mpush.connection import AnyRedis, RedisTarget, reply_text
-from mpush.epoch import is_epoch
 from mpush.errors import ConfigError
-from mpush.http.correlation import Registration, registration_key
-from mpush.http.messages import compact_json, error_response
+from mpush.http.correlation import Registration
+from mpush.http.messages import MessageError, RequestHead, error_response, with_route
 from mpush.http.routes import RouteError, RouteTable, parse_routes
+from mpush.keys import HttpKeys, keyed
 from mpush.retry import keep_trying
 from mpush.runtime.batches import Writes, pump
 from mpush.runtime.runner import Context
@@ -60,8 +57,8 @@ class Router:
         self.table = table
         self._live_source: list[str] | None = None
         ns = settings.service_namespace
-        self.routes_key = settings.routes_key or (f"{ns}:routes" if ns else None)
-        self.track_prefix = settings.track_prefix or default_prefix(ns, "track", "mdispatch:req")
+        self.routes_key = settings.routes_key or HttpKeys(ns).routes
+        self.track_prefix = settings.track_prefix or HttpKeys(ns).track_prefix
 
     def registry_info(self) -> Mapping[str, str]:
         queues = dict.fromkeys(route.queue for route in self.table.configured)
@@ -140,57 +137,34 @@ class Router:
         writes = Writes()
         for raw in batch:
             try:
-                doc = _decode(raw)
-            except (ValueError, TypeError):  # whatever a bad document raises
-                doc = None
-            if doc is None:
-                writes.set_aside(f"{self.settings.input}:bad", raw)
+                head = RequestHead.read(raw)
+            except MessageError:
+                writes.set_aside(self.settings.input, raw)
                 metrics.incr(METRIC, "malformed")
                 continue
-            deadline, ts = doc["deadline"], doc.get("ts")
-            if deadline < now:
+            address = head.address
+            if address.deadline < now:
                 metrics.incr(METRIC, "expired")
                 continue
-            found = self.table.match(doc["method"], doc.get("path") or doc["url"].split("?")[0])
+            found = self.table.match(head.method, head.path)
             if found is None:
                 metrics.incr(METRIC, "notfound")
-                writes.push(doc["reply"], error_response(doc["id"], 404, "Not Found").to_json())
-                writes.expire[doc["reply"]] = REPLY_EXPIRE
+                answer = error_response(address.id, 404, "Not Found")
+                writes.push(address.reply, answer.to_json())
+                writes.expire[address.reply] = REPLY_EXPIRE
                 continue
             route, params = found
-            writes.push(route.queue, _with_route(raw, route.name, params))
-            if isinstance(ts, int | float):
+            writes.push(route.queue, with_route(raw, route.name, params))
+            if address.ts is not None:
                 metrics.observe(
-                    f"{METRIC}:route:{route.name}", max(now - ts, 0.0), timeout=deadline - ts
+                    f"{METRIC}:route:{route.name}",
+                    max(now - address.ts, 0.0),
+                    timeout=address.deadline - address.ts,
                 )
             if self.settings.track:
-                registration = Registration.from_doc(doc, route.name)
-                if registration is not None:
-                    key = registration_key(self.track_prefix, doc["id"])
-                    writes.registrations.append(
-                        (key, registration.to_json(), registration.expire_at_ms())
-                    )
+                registration = Registration.of(address, route.name)
+                key = keyed(self.track_prefix, address.id)
+                writes.registrations.append(
+                    (key, registration.to_json(), registration.expire_at_ms())
+                )
         return writes
-
-
-def _with_route(raw: bytes, name: str, params: dict[str, str]) -> bytes:
-    """The request message with ``route`` and ``params`` added (spliced: no re-encoding)."""
-    end = raw.rstrip().rfind(b"}")
-    extra = compact_json({"route": name, "params": params})
-    return raw[:end] + b"," + extra[1:]
-
-
-def _decode(raw: bytes) -> dict[str, Any] | None:
-    """The request document if it has what routing needs (id, method, url, reply, deadline)."""
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(doc, dict) or doc.get("v", 1) != 1:
-        return None
-    for name in ("id", "method", "url", "reply"):
-        if not isinstance(doc.get(name), str) or not doc[name]:
-            return None
-    if not is_epoch(doc.get("deadline")) or not isinstance(doc.get("path", ""), str):
-        return None
-    return doc

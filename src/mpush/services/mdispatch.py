@@ -22,12 +22,11 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
-from mpush.config import DispatchSettings, default_prefix
+from mpush.config import DispatchSettings
 from mpush.connection import AnyRedis, RedisTarget
-from mpush.http.correlation import Registration, registration_key
-from mpush.http.messages import guess_id
+from mpush.http.correlation import Registration
+from mpush.http.messages import MessageError, ReplyAddress, response_id
+from mpush.keys import HttpKeys, keyed
 from mpush.runtime.batches import Writes, pump
 from mpush.runtime.runner import Context
 
@@ -50,8 +49,8 @@ class Dispatcher:
 
     def __init__(self, settings: DispatchSettings) -> None:
         self.settings = settings
-        self.track_prefix = settings.track_prefix or default_prefix(
-            settings.service_namespace, "track", "mdispatch:req"
+        self.track_prefix = (
+            settings.track_prefix or HttpKeys(settings.service_namespace).track_prefix
         )
 
     def registry_info(self) -> Mapping[str, str]:
@@ -90,19 +89,19 @@ class Dispatcher:
     async def dispatch(self, ctx: Context, batch: list[bytes]) -> Writes:
         """Route a batch of responses to the reply lists of their registered requests."""
         prefix = self.track_prefix
-        ids: list[str | None] = [_response_id(raw) for raw in batch]
+        ids: list[str | None] = [response_id(raw) for raw in batch]
         known = [request_id for request_id in ids if request_id is not None]
         found: dict[str | None, Any] = {}
         if known:
             async with ctx.redis.pipeline(transaction=False) as pipe:
                 for one in known:
-                    pipe.getdel(registration_key(prefix, one))
+                    pipe.getdel(keyed(prefix, one))
                 found = dict(zip(known, await pipe.execute(), strict=True))
         now = time.time()
         writes = Writes()
         for raw, request_id in zip(batch, ids, strict=True):
             if request_id is None:
-                writes.set_aside(f"{self.settings.input}:bad", raw)
+                writes.set_aside(self.settings.input, raw)
                 ctx.metrics.incr(METRIC, "malformed")
                 continue
             stored = found.get(request_id)
@@ -130,32 +129,15 @@ class Dispatcher:
         prefix = self.track_prefix
         writes = Writes()
         for raw in batch:
-            doc = _object(raw)
-            registration = Registration.from_doc(doc) if doc is not None else None
-            request_id = doc.get("id") if doc is not None else None
-            if registration is None or not isinstance(request_id, str) or not request_id:
-                writes.set_aside(f"{self.settings.requests}:bad", raw)
+            try:
+                address = ReplyAddress.read(raw)
+            except MessageError:
+                writes.set_aside(self.settings.requests, raw)
                 ctx.metrics.incr(METRIC, "malformed_requests")
                 continue
-            key = registration_key(prefix, request_id)
+            registration = Registration.of(address)
+            key = keyed(prefix, address.id)
             writes.registrations.append((key, registration.to_json(), registration.expire_at_ms()))
             writes.push(self.settings.forward, raw)
             ctx.metrics.incr(METRIC, "registered")
         return writes
-
-
-def _object(raw: bytes) -> dict[str, Any] | None:
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
-def _response_id(raw: bytes) -> str | None:
-    """The request id a response answers: from its JSON, or read from a broken document."""
-    doc = _object(raw)
-    if doc is None:
-        return guess_id(raw)
-    request_id = doc.get("id")
-    return request_id if isinstance(request_id, str) and request_id else None

@@ -75,7 +75,9 @@ async def deploy(
         if earlier is not None and earlier.git == request.git:
             _adopt(root, earlier)
             return earlier
-        record = await _build(request, root, policy, service, clock, progress)
+        record = await _build(
+            request, root, lambda: _steps(request, root, policy, service, clock, progress)
+        )
     finally:
         root.unlock(fd)
     try:
@@ -100,18 +102,14 @@ def _adopt(root: DeployRoot, earlier: DeployRecord) -> None:
 
 
 async def _build(
-    request: DeployRequest,
-    root: DeployRoot,
-    policy: DeployPolicy,
-    service: str,
-    clock: Clock,
-    progress: Progress,
+    request: DeployRequest, root: DeployRoot, steps: Callable[[], Awaitable[DeployRecord]]
 ) -> DeployRecord:
-    """Deploy into a fresh dir and switch to it; on any failure remove the dir and re-raise."""
+    """Deploy into a fresh dir (``steps``) and switch to it; on any failure remove the dir and
+    re-raise."""
     step = "prepare"
     try:
         _clear_leftovers(root, request.id)
-        record = await _steps(request, root, policy, service, clock, progress)
+        record = await steps()
         step = "switch"
         root.write_record(record)
         root.switch(request.id)

@@ -1,33 +1,45 @@
-"""What the routing stages (mbalance, mdedupe, mthrottle) share beyond the stage loop.
+"""What the stages (mbalance, mdedupe, mthrottle) share beyond the stage loop.
 
-- ``hold_or_wait``: the wait of a stage that may leave messages on its input on purpose (outputs at
-  their cap, no tokens in the bucket). A blocking pop would return at once on a non-empty input,
-  so while it holds messages the stage sleeps instead — never a hot loop.
+- ``run_holding_stage``: the loop of a stage that may leave messages on its input on purpose
+  (outputs at their cap, no tokens in the bucket). A blocking pop would return at once on a
+  non-empty input, so while it holds messages the stage sleeps instead — never a hot loop.
 - ``check_key_types``: refuse to start when a key the stage writes holds the wrong Redis type.
 - ``consumers_alive``: whether any instance is registered under a service namespace.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from mpush.connection import AnyRedis, reply_text
 from mpush.errors import ConfigError
 from mpush.keys import ServiceKeys
-from mpush.runtime.shutdown import Shutdown
-from mpush.runtime.stage import wait_for_input
+from mpush.runtime.runner import Context
+from mpush.runtime.stage import run_stage, wait_for_input
 
-__all__ = ["check_key_types", "consumers_alive", "hold_or_wait"]
+__all__ = ["check_key_types", "consumers_alive", "run_holding_stage"]
 
 
-async def hold_or_wait(
-    redis: AnyRedis, source: str, *, hold: float, pop_timeout: float, shutdown: Shutdown
+async def run_holding_stage(
+    ctx: Context,
+    source: str,
+    step: Callable[[], Awaitable[int]],
+    hold: Callable[[], float],
+    *,
+    batch: int,
+    pop_timeout: float,
 ) -> None:
-    """Sleep ``hold`` seconds when the last step held messages back, else block on ``source``."""
-    if hold > 0:
-        await shutdown.sleep(hold)
-    else:
-        await wait_for_input(redis, source, pop_timeout)
+    """``run_stage`` whose wait sleeps ``hold()`` seconds when the last step held messages back
+    (a positive value), and else blocks on ``source``."""
+
+    async def wait() -> None:
+        seconds = hold()
+        if seconds > 0:
+            await ctx.shutdown.sleep(seconds)
+        else:
+            await wait_for_input(ctx.redis, source, pop_timeout)
+
+    await run_stage(step, wait, batch=batch, shutdown=ctx.shutdown, outage=ctx.outage)
 
 
 async def check_key_types(redis: AnyRedis, keys: Iterable[tuple[str, str, str]]) -> None:

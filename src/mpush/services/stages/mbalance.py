@@ -25,8 +25,7 @@ from mpush.connection import AnyRedis, RedisTarget, load_lua
 from mpush.keys import check_same_slot, stage_key
 from mpush.retry import Backoff
 from mpush.runtime.runner import Context
-from mpush.runtime.stage import run_stage
-from mpush.services.stages.common import check_key_types, consumers_alive, hold_or_wait
+from mpush.services.stages.common import check_key_types, consumers_alive, run_holding_stage
 
 __all__ = ["Mbalance", "create"]
 
@@ -83,17 +82,12 @@ class Mbalance:
             self._account(ctx, int(moved), bool(held), counts)
             return int(moved)
 
-        async def wait() -> None:
-            hold = self._hold.next_delay() if self._holding else 0.0
-            await hold_or_wait(
-                ctx.redis,
-                self.settings.input,
-                hold=hold,
-                pop_timeout=self.settings.pop_timeout,
-                shutdown=ctx.shutdown,
-            )
+        def hold() -> float:
+            return self._hold.next_delay() if self._holding else 0.0
 
-        await run_stage(step, wait, batch=batch, shutdown=ctx.shutdown, outage=ctx.outage)
+        await run_holding_stage(
+            ctx, self.settings.input, step, hold, batch=batch, pop_timeout=self.settings.pop_timeout
+        )
 
     def _account(self, ctx: Context, moved: int, held: bool, counts: list[int]) -> None:
         if moved:

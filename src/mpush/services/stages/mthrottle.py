@@ -18,8 +18,7 @@ from mpush.config import MthrottleSettings
 from mpush.connection import AnyRedis, RedisTarget, load_lua
 from mpush.keys import check_same_slot, stage_key
 from mpush.runtime.runner import Context
-from mpush.runtime.stage import run_stage
-from mpush.services.stages.common import check_key_types, hold_or_wait
+from mpush.services.stages.common import check_key_types, run_holding_stage
 
 __all__ = ["Mthrottle", "create"]
 
@@ -72,16 +71,14 @@ class Mthrottle:
                 ctx.metrics.incr("throttle", "waits")
             return moved
 
-        async def wait() -> None:
-            await hold_or_wait(
-                ctx.redis,
-                self.settings.input,
-                hold=hold,
-                pop_timeout=self.settings.pop_timeout,
-                shutdown=ctx.shutdown,
-            )
-
-        await run_stage(step, wait, batch=batch, shutdown=ctx.shutdown, outage=ctx.outage)
+        await run_holding_stage(
+            ctx,
+            self.settings.input,
+            step,
+            lambda: hold,
+            batch=batch,
+            pop_timeout=self.settings.pop_timeout,
+        )
 
 
 def create(settings: MthrottleSettings) -> Mthrottle:

@@ -155,7 +155,7 @@ class Relay:
         self._timeout = settings.out_timeout
         cap = min(5.0, settings.lease_ttl / 3)
         self.source = _Link(ctx.outage, ctx.metrics, "vpush_outage_source", cap)
-        dest_outage = outage_of(describe_client(dest))
+        dest_outage = outage_of(f"destination {describe_client(dest)}")
         self.destination = _Link(dest_outage, ctx.metrics, "vpush_outage_destination", cap)
         self._epoch = secrets.token_hex(8)  # adopted only if the route has no epoch yet
         self._floor = 0  # the next token must exceed any the destination showed us
