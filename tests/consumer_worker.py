@@ -3,40 +3,64 @@
 acknowledged: the recovery path must bring it back.
 
     python tests/consumer_worker.py URL QUEUE NAMESPACE RECORD LEASE [FAIL_PREFIX]
+        [--concurrency N] [--delay SECONDS]
 
-A message starting with FAIL_PREFIX raises instead (a failure, reported to the retry logic).
+A message starting with FAIL_PREFIX raises instead (a failure, reported to the retry logic). With
+``--concurrency`` above 1 the messages go to ``run(handler)``, N handlers side by side, each
+sleeping up to ``--delay`` seconds (at random) after recording its message, so that many
+messages are in hand, and acknowledgements queued, at any instant.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import random
 import signal
-import sys
 
 from mpush.connection import connect, parse_redis_url
-from mpush.consumer import consume
+from mpush.consumer import Message, consume
 
 
-async def main(url: str, queue: str, namespace: str, record: str, lease: float, fail: str) -> None:
-    redis = connect(parse_redis_url(url))
+async def main(opts: argparse.Namespace) -> None:
+    redis = connect(parse_redis_url(opts.url))
+
+    async def handle(msg: Message) -> None:
+        await redis.lpush(opts.record, msg.body)
+        if opts.fail and msg.text.startswith(opts.fail):
+            raise ValueError(f"cannot handle {msg.text}")
+        if opts.delay:
+            await asyncio.sleep(random.uniform(0, opts.delay))
+
     try:
         async with consume(
-            redis, queue, namespace=namespace or None, lease=lease, pop_timeout=0.2
+            redis,
+            opts.queue,
+            namespace=opts.namespace or None,
+            lease=opts.lease,
+            pop_timeout=0.2,
+            concurrency=opts.concurrency,
         ) as messages:
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGTERM, messages.stop)
-            print(f"consuming {queue} as {messages.id}", flush=True)
-            async for msg in messages:
-                async with msg:
-                    await redis.lpush(record, msg.body)
-                    if fail and msg.text.startswith(fail):
-                        raise ValueError(f"cannot handle {msg.text}")
+            print(f"consuming {opts.queue} as {messages.id}", flush=True)
+            if opts.concurrency > 1:
+                await messages.run(handle)
+            else:
+                async for msg in messages:
+                    async with msg:
+                        await handle(msg)
     finally:
         await redis.aclose()
     print("stopped", flush=True)
 
 
 if __name__ == "__main__":
-    url, queue, namespace, record, lease = sys.argv[1:6]
-    fail = sys.argv[6] if len(sys.argv) > 6 else ""
-    asyncio.run(main(url, queue, namespace, record, float(lease), fail))
+    parser = argparse.ArgumentParser()
+    for name in ("url", "queue", "namespace", "record"):
+        parser.add_argument(name)
+    parser.add_argument("lease", type=float)
+    parser.add_argument("fail", nargs="?", default="")
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--delay", type=float, default=0.0)
+    asyncio.run(main(parser.parse_args()))

@@ -52,10 +52,17 @@ def start_script(spawn: Spawner, script: Path, *args: str) -> ServiceProcess:
 
 
 def start_worker(
-    spawn: Spawner, env: RedisEnv, queue: str, ns: str, record: str, *, lease: float = 2.0
+    spawn: Spawner,
+    env: RedisEnv,
+    queue: str,
+    ns: str,
+    record: str,
+    *extra: str,
+    lease: float = 2.0,
 ) -> ServiceProcess:
+    """tests/consumer_worker.py; ``extra``: its options (``--concurrency 50``, …)."""
     worker = ROOT / "tests" / "consumer_worker.py"
-    proc = start_script(spawn, worker, env.url, queue, ns, record, str(lease))
+    proc = start_script(spawn, worker, env.url, queue, ns, record, str(lease), *extra)
     proc.wait_for_log("consuming")
     return proc
 

@@ -18,8 +18,9 @@ nobody knows of: the next claim first adopts whatever the in-flight list holds t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from mpush.connection import AnyRedis
@@ -59,6 +60,7 @@ class Claims:
         self._room = room
         self._pop_timeout: Any = pop_timeout  # redis-py types it int; Redis takes decimals
         self._outage = outage
+        self._backoff = Backoff()
         self._make = make
         self.stopped = False
         self._ready: deque[Message] = deque()  # claimed, not yet handed out (oldest first)
@@ -67,8 +69,9 @@ class Claims:
         self._acks: list[Message] = []  # acknowledged here, not yet in Redis
         self._orphans = False  # a claim's reply was lost: adopt what it may have moved
         self._filling = asyncio.Lock()
-        self._writing = asyncio.Lock()
-        self._wake = asyncio.Event()
+        self._writing = asyncio.Lock()  # one write at a time: a step, a flush or an adoption
+        self._written = asyncio.Event()  # set as each write ends
+        self._wake = asyncio.Event()  # set as acknowledgements are queued
 
     # -- handing messages out
 
@@ -86,24 +89,26 @@ class Claims:
         return self._ready.popleft()
 
     async def _fill(self) -> None:
-        backoff = Backoff()
         claimed = await retrying(
-            self._claim, outage=self._outage, backoff=backoff, on_transient=self._lost
+            self._claim_or_wait, outage=self._outage, backoff=self._backoff, on_transient=self._lost
         )
-        if not claimed:
-            one = await retrying(
-                self._wait_for_one, outage=self._outage, backoff=backoff, on_transient=self._lost
-            )
-            claimed = [] if one is None else [one]
+        self._backoff.reset()
         for body in claimed:
             self._take(body)
+
+    async def _claim_or_wait(self) -> list[Any]:
+        claimed = await self._claim()
+        if claimed or self.stopped:
+            return claimed
+        one = await self._wait_for_one()
+        return [] if one is None else [one]
 
     async def _claim(self) -> list[Any]:
         """Write the queued acknowledgements and claim what there is room for, in one step."""
         if self._orphans:
             await self._adopt()
         room = min(max(self._room - self._unsettled, 1), AT_ONCE)
-        async with self._writing:
+        async with self._write():
             acks = self._acks[:AT_ONCE]
             del self._acks[: len(acks)]
             try:
@@ -129,10 +134,18 @@ class Claims:
     def _lost(self, _: Exception) -> None:
         self._orphans = True
 
+    def listed(self, length: int) -> None:
+        """The in-flight list holds ``length`` messages: adopt the excess at the next claim.
+
+        (A claim whose reply is still on its way makes the list look long too; the adoption,
+        which waits for that claim to finish, then finds nothing to adopt.)"""
+        if length > len(self._held):
+            self._orphans = True
+
     async def _adopt(self) -> None:
         """Hand out what the in-flight list holds beyond the messages in hand: the claims whose
         replies were lost. (Under the writing lock: no acknowledgement lands meanwhile.)"""
-        async with self._writing:
+        async with self._write():
             listed = await self._redis.lrange(self._inflight, 0, -1)  # newest first
             known = Counter(m.body for m in self._held)
             for body in reversed(listed):
@@ -170,27 +183,46 @@ class Claims:
 
     async def flush(self) -> None:
         """Write every queued acknowledgement now (Redis outages waited out)."""
-        async with self._writing:
+        async with self._write():
             while self._acks:
                 acks = self._acks[:AT_ONCE]
                 del self._acks[: len(acks)]
                 args = [self._tracked, 0, *[m.body for m in acks]]
+
+                async def write(args: list[Any] = args) -> None:
+                    await self._step(keys=self._keys, args=args)
+
                 try:
-                    await retrying(
-                        lambda args=args: self._step(keys=self._keys, args=args),  # type: ignore[misc]
-                        outage=self._outage,
-                    )
+                    await retrying(write, outage=self._outage)
                 except BaseException:
                     self._acks[:0] = acks
                     raise
                 self._held.difference_update(acks)
 
     async def write_forever(self) -> None:
-        """Write acknowledgements as they come, each batch what queued during the last write."""
+        """Write acknowledgements as they come, each batch what queued during the last write.
+
+        While another write is on its way (a claim, most often) this waits for it to end and
+        looks again, rather than queue for the lock: the next claim, about to start, takes the
+        acknowledgements along at no cost, and a write queued before it would delay it a round
+        trip."""
         while True:
             await self._wake.wait()
             self._wake.clear()
-            await self.flush()
+            while self._acks:
+                if self._writing.locked():
+                    self._written.clear()
+                    await self._written.wait()
+                else:
+                    await self.flush()
+
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[None]:
+        async with self._writing:
+            try:
+                yield
+            finally:
+                self._written.set()
 
     def forget(self) -> None:
         """Everything held was given back (``consume_recover.lua``, mode release)."""

@@ -238,11 +238,14 @@ class Consumer:
 
     async def heartbeat(self) -> None:
         """Renew the lease — one for everything this consumer holds — and recover the consumers
-        whose lease has ended."""
-        expired = await self._beat(
-            keys=[self._keys.consumers], args=[self.id, round(self._lease * 1000), _RECOVER_AT_ONCE]
+        whose lease has ended. (If the in-flight list is longer than what this consumer knows it
+        holds, a claim's reply was lost: the next claim adopts the rest.)"""
+        listed, expired = await self._beat(
+            keys=[self._keys.consumers, self.inflight],
+            args=[self.id, round(self._lease * 1000), _RECOVER_AT_ONCE],
         )
         self._next_beat = asyncio.get_running_loop().time() + self._lease / 3
+        self._claims.listed(int(listed))
         for raw in expired:
             other = reply_text(raw)
             await self.recover(other)
