@@ -42,6 +42,7 @@ demo: setup
 
 bench: setup
 	@scripts/ensure-deps bench
+	@$(BIN)/pip install --quiet -e '.[bench]'
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 bench-http: setup

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from importlib.metadata import version
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +213,8 @@ async def main() -> None:
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=50)
     opts = parser.parse_args()
+    if find_spec("saq") is None:
+        raise SystemExit("bench/consumer.py needs saq: .venv/bin/pip install -e '.[bench]'")
     logging.getLogger("saq").setLevel(logging.ERROR)  # its shutdown notes, one per run
     count, c = opts.messages, opts.concurrency
     modules = bullmq_ready()

@@ -6,9 +6,10 @@ acknowledged: the recovery path must bring it back.
         [--concurrency N] [--delay SECONDS]
 
 A message starting with FAIL_PREFIX raises instead (a failure, reported to the retry logic). With
-``--concurrency`` above 1 the messages go to ``run(handler)``, N handlers side by side, each
-sleeping up to ``--delay`` seconds (at random) after recording its message, so that many
-messages are in hand, and acknowledgements queued, at any instant.
+``--concurrency`` above 1 the messages go to ``run(handler)``, N handlers side by side. With
+``--delay`` each handler first works (sleeps) up to that many seconds, at random, then records
+its message: many messages are in hand at any instant, and one killed in hand is not recorded
+until a worker handles it again.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ async def main(opts: argparse.Namespace) -> None:
     redis = connect(parse_redis_url(opts.url))
 
     async def handle(msg: Message) -> None:
+        if opts.delay:
+            await asyncio.sleep(random.uniform(0, opts.delay))
         await redis.lpush(opts.record, msg.body)
         if opts.fail and msg.text.startswith(opts.fail):
             raise ValueError(f"cannot handle {msg.text}")
-        if opts.delay:
-            await asyncio.sleep(random.uniform(0, opts.delay))
 
     try:
         async with consume(

@@ -203,7 +203,7 @@ def test_the_example_consumer(redis_env: RedisEnv, spawn: Spawner) -> None:
     example = start_script(
         spawn,
         ROOT / "examples" / "consumer.py",
-        *["--redis", redis_env.url, "--queue", OUT0, "--namespace", NS],
+        *["--redis", redis_env.url, "--queue", OUT0, "--namespace", NS, "--concurrency", "4"],
     )
     example.wait_for_log(f"consuming {OUT0}")
     redis_env.client.lpush(IN, json.dumps({"meta": {"id": "order-1"}}), "not json")

@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 import redis
 
-from mpush.connection import connect, parse_redis_url
+from mpush.connection import connect, describe_client, parse_redis_url
 from mpush.consumer import Message, consume
 from mpush.errors import ConfigError
 from mpush.keys import ConsumerKeys, MessageKeys
+from mpush.retry import outage_of
 from tests.conftest import RedisEnv
 from tests.helpers import ServiceProcess, Spawner, wait_until
 from tests.proxy import StallingProxy
@@ -175,7 +176,10 @@ async def test_a_claim_whose_reply_was_lost_is_adopted(standalone_env: RedisEnv)
             lambda: env.client.llen(consumer.inflight) == 1 and proxy.held_bytes() > 0,
             message="a claim made, its reply held",
         )
-        await asyncio.sleep(3.5)  # past the socket timeout: the client gives the reply up
+        outage = outage_of(describe_client(client))
+        await asyncio.to_thread(
+            wait_until, lambda: outage.active, message="the client giving the reply up"
+        )
         proxy.resume()
         env.client.lpush(OUT0, "after")
         await asyncio.to_thread(
@@ -193,6 +197,29 @@ async def test_a_claim_whose_reply_was_lost_is_adopted(standalone_env: RedisEnv)
 
 def blocked_in_blmove(env: RedisEnv) -> bool:
     return any(c["cmd"] == "blmove" and "b" in c["flags"] for c in env.client.client_list())
+
+
+async def test_an_idle_loop_without_async_with_keeps_its_lease(
+    redis_env: RedisEnv, aredis: Any
+) -> None:
+    """No background renewal: the lease is renewed while the loop waits for a message."""
+    consumer = consume(aredis, OUT0, lease=1.0, pop_timeout=0.2)
+    waiting = asyncio.create_task(consumer.__anext__())
+    ends: set[float] = set()
+
+    def renewed_three_times_never_lapsed() -> bool:
+        end = redis_env.client.zscore(CK.consumers, consumer.id)
+        seconds, micros = redis_env.client.time()
+        if end is not None:
+            assert end > int(seconds) * 1000 + int(micros) / 1000, "the lease lapsed"
+            ends.add(end)
+        return len(ends) >= 4
+
+    await asyncio.to_thread(wait_until, renewed_three_times_never_lapsed, interval=0.05)
+    redis_env.client.lpush(OUT0, "at last")
+    assert (await asyncio.wait_for(waiting, 5)).text == "at last"
+    await consumer.release()
+    assert redis_env.client.lrange(OUT0, 0, -1) == ["at last"], "given back"
 
 
 # -- kill -9 at concurrency 50, batches in flight

@@ -76,15 +76,14 @@ class Claims:
     # -- handing messages out
 
     async def next(self) -> Message | None:
-        """The oldest claimed message not handed out yet, claiming more when there is none;
-        None once stopped. Several handlers may wait here at once: one claims for all."""
-        while not self._ready:
-            if self.stopped:
-                return None
+        """The oldest claimed message not handed out yet, claiming more when there is none; None
+        once stopped, or when none came within pop_timeout. Several handlers may ask at once:
+        one claims, the others wait for its batch."""
+        if not self._ready and not self.stopped:
             async with self._filling:
                 if not self._ready and not self.stopped:
                     await self._fill()
-        if self.stopped:
+        if self.stopped or not self._ready:
             return None
         return self._ready.popleft()
 

@@ -189,14 +189,18 @@ class Consumer:
                 self._claims.acked(message)
 
     async def _next(self) -> Message | None:
+        """The next message to handle; None once stopped."""
         if not self._checked:
             await self._patiently(self._start)
-        for task in self._background:
-            if task.done():
-                task.result()  # a background task failed for good: raise its error here
-        if not self._background and asyncio.get_running_loop().time() >= self._next_beat:
-            await self._patiently(self.heartbeat)  # no background renewal: renew between turns
-        return await self._claims.next()
+        while True:
+            for task in self._background:
+                if task.done():
+                    task.result()  # a background task failed for good: raise its error here
+            if not self._background and asyncio.get_running_loop().time() >= self._next_beat:
+                await self._patiently(self.heartbeat)  # no background renewal: between turns
+            message = await self._claims.next()
+            if message is not None or self._claims.stopped:
+                return message
 
     async def _patiently(self, call: Callable[[], Awaitable[object]]) -> None:
         """Run ``call`` until it succeeds, waiting out Redis outages (logged once)."""
