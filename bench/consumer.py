@@ -236,7 +236,7 @@ async def main() -> None:
     print(f"{count:,} no-op messages, each acknowledged; one redis-server")
     rows = [
         ("(a) mpush consumer, one at a time (async for)", one),
-        ("(a) mpush consumer, one at a time, prefetch 50", ahead),
+        ("(a2) mpush consumer, one at a time, prefetch 50", ahead),
         (f"(b) mpush consumer, concurrency {c} (run)", ours),
         (f"(c) saq {version('saq')}, Worker concurrency {c}", saq),
     ]
