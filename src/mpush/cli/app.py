@@ -28,6 +28,7 @@ from mpush.config import (
     CommonSettings,
     DemoSettings,
     DispatchSettings,
+    ExporterSettings,
     FilerSettings,
     GatewaySettings,
     HandlerSettings,
@@ -54,7 +55,16 @@ from mpush.errors import ConfigError, MpushError
 from mpush.exits import Exit, for_error
 from mpush.orchestration.ndeploy import service as ndeploy
 from mpush.runtime.runner import Service, run_service
-from mpush.services import handler, hfiler, hgateway, hrender, hrouter, mdispatch, rquery
+from mpush.services import (
+    exporter,
+    handler,
+    hfiler,
+    hgateway,
+    hrender,
+    hrouter,
+    mdispatch,
+    rquery,
+)
 from mpush.services.movers import lpush, mpush
 from mpush.services.movers.monitor import MonitorService
 from mpush.services.stages import mbalance, mdedupe, mthrottle
@@ -227,6 +237,7 @@ service_command("mdedupe", MdedupeSettings, mdedupe.create)
 service_command("mthrottle", MthrottleSettings, mthrottle.create)
 
 service_command("vpush", VpushSettings, vpush.create)
+service_command("exporter", ExporterSettings, exporter.create)
 
 service_command("hgateway", GatewaySettings, hgateway.create)
 service_command("hrouter", RouterSettings, hrouter.create)
@@ -269,7 +280,9 @@ def status(
         Optional[list[str]], typer.Option(help="Also show this list's length.")  # noqa: UP045
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    prometheus: Annotated[bool, typer.Option(help="Print the Prometheus text format.")] = False,
+    prometheus: Annotated[
+        bool, typer.Option(help="Print the Prometheus text format (what mpush exporter serves).")
+    ] = False,
 ) -> None:
     """Show the registered services, queue lengths and metrics of a namespace."""
     flags = {
@@ -303,7 +316,8 @@ def status(
     if as_json:
         typer.echo(render_json(report))
     elif prometheus:
-        typer.echo(render_prometheus(report), nl=False)
+        sys.stdout.buffer.write(render_prometheus(report))
+        sys.stdout.flush()
     else:
         render_table(report, Console())
 

@@ -1,5 +1,6 @@
 """``mpush status``: a namespace's services, queues and metrics, as a table, JSON or the
-Prometheus text format. What is shown is read by ``mpush.status``; this module only renders it."""
+Prometheus text format. What is shown is read by ``mpush.status``, and put in Prometheus's terms
+there (``mpush.status.prometheus``); this module only renders it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from mpush.status.prometheus import exposition_of
 from mpush.status.report import StatusReport
 from mpush.status.tracking import TrackingFigures, histogram_rows
 
@@ -87,47 +89,9 @@ def render_json(report: StatusReport) -> str:
     return json.dumps(report.to_dict(), indent=2, sort_keys=True)
 
 
-def render_prometheus(report: StatusReport) -> str:
-    """The Prometheus text exposition format: gauges for queues, counters for metrics."""
-    ns = report.namespace
-    lines = [
-        "# HELP mpush_instances Live registered instances per service.",
-        "# TYPE mpush_instances gauge",
-    ]
-    per_service: dict[str, int] = {}
-    for inst in report.instances:
-        per_service[inst.service] = per_service.get(inst.service, 0) + 1
-    for service, count in sorted(per_service.items()):
-        lines.append(f'mpush_instances{{namespace="{ns}",service="{service}"}} {count}')
-    lines += [
-        "# HELP mpush_queue_length Length of a Redis list.",
-        "# TYPE mpush_queue_length gauge",
-    ]
-    for queue, length in report.queues.items():
-        lines.append(f'mpush_queue_length{{namespace="{ns}",queue="{_escape(queue)}"}} {length}')
-    if report.tracking is not None:
-        lines += [
-            "# HELP mpush_messages_in_flight Tracked messages not finished yet.",
-            "# TYPE mpush_messages_in_flight gauge",
-            f'mpush_messages_in_flight{{namespace="{ns}"}} {report.tracking.in_flight}',
-            "# HELP mpush_dead_letters Entries on the dead-letter list.",
-            "# TYPE mpush_dead_letters gauge",
-            f'mpush_dead_letters{{namespace="{ns}"}} {report.tracking.dead_letters}',
-        ]
-    for name, values in report.metrics.items():
-        metric = "mpush_" + "".join(c if c.isalnum() else "_" for c in name)
-        labels = f'namespace="{ns}"'
-        for field_name, value in values.items():
-            if field_name.startswith("histo"):
-                bucket = field_name.removeprefix("histo")
-                lines.append(f'{metric}_histo{{{labels},bucket="{bucket}"}} {value:g}')
-            else:
-                lines.append(f"{metric}_{field_name}{{{labels}}} {value:g}")
-    return "\n".join(lines) + "\n"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"')
+def render_prometheus(report: StatusReport) -> bytes:
+    """The Prometheus text format, as ``mpush exporter`` serves it (``mpush.status.prometheus``)."""
+    return exposition_of(report).body
 
 
 def _render_tracking(

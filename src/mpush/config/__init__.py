@@ -21,6 +21,7 @@ from mpush.config.base import (
     load_settings,
     overlay,
 )
+from mpush.config.exporter import ExporterSettings
 from mpush.config.http import (
     DemoSettings,
     DispatchSettings,
@@ -52,6 +53,7 @@ __all__ = [
     "CommonSettings",
     "DemoSettings",
     "DispatchSettings",
+    "ExporterSettings",
     "FilerSettings",
     "GatewaySettings",
     "HandlerSettings",

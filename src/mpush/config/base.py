@@ -82,6 +82,15 @@ class CommonSettings(BaseSettings):
         10.0, ge=0, description="Seconds to keep trying to reach Redis at startup."
     )
     metrics_interval: float = Field(1.0, gt=0, description="Seconds between metrics flushes.")
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Serve this process's own Prometheus /metrics on this port (0: any free).",
+    )
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address of the --metrics-port listener (0.0.0.0: all)."
+    )
     log_format: Literal["human", "json"] = Field("human", description="human or json.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="DEBUG, INFO, WARNING or ERROR."

@@ -4,6 +4,10 @@ Observations are gathered in memory and flushed every ``metrics_interval`` secon
 script call per hash, so metrics cost no round trip per message. ``max`` is raised inside Redis
 (an atomic max, unlike the original's read-then-write). ``histoK`` counts values in
 ``[K/100·T, (K+10)/100·T)`` of the metric's timeout T; ``histo100`` counts values ≥ T.
+
+What was written is also kept in memory, added up since the process started, for the process's own
+``/metrics`` (``snapshot``; ``mpush.runtime.prometheus``). A process without a namespace but with a
+``--metrics-port`` gathers ``local`` metrics: kept for ``snapshot``, never written to Redis.
 """
 
 from __future__ import annotations
@@ -44,6 +48,23 @@ class _Pending:
             self.peak = other.peak
         self.fields.update(other.fields)
 
+    def as_fields(self) -> dict[str, float]:
+        """The figures as the fields of a metrics hash: count, sum, max, histoK, counters."""
+        fields: dict[str, float] = {}
+        if self.count:
+            fields["count"] = float(self.count)
+            fields["sum"] = self.total
+        if self.peak is not None:
+            fields["max"] = self.peak
+        fields.update((name, float(amount)) for name, amount in self.fields.items())
+        return fields
+
+    @property
+    def size(self) -> int:
+        """Observations and counter increments held."""
+        counted = sum(n for name, n in self.fields.items() if not name.startswith("histo"))
+        return self.count + counted
+
 
 class Metrics:
     """Collects observations and counters; ``flush`` writes them; ``run`` flushes periodically."""
@@ -55,20 +76,42 @@ class Metrics:
         self._outage = outage or Outage("metrics redis")
         self._keys = keys
         self._script = redis.register_script(load_lua("metrics")) if redis is not None else None
+        self._gather = self._script is not None
         self._pending: dict[str, _Pending] = {}
+        self._written: dict[str, _Pending] = {}  # what was written since the process started
 
     @classmethod
     def disabled(cls) -> Metrics:
         """Metrics that gather nothing: for services run without a namespace."""
         return cls(None, None)
 
+    @classmethod
+    def local(cls) -> Metrics:
+        """Metrics gathered for the process's own ``/metrics`` only, never written to Redis."""
+        metrics = cls(None, None)
+        metrics._gather = True
+        return metrics
+
     @property
     def enabled(self) -> bool:
-        return self._script is not None
+        return self._gather
+
+    def snapshot(self) -> dict[str, tuple[dict[str, float], int]]:
+        """Per metric name: (everything gathered since the start as hash fields, how much of it
+        is not written yet)."""
+        found: dict[str, tuple[dict[str, float], int]] = {}
+        for name in {*self._written, *self._pending}:
+            total = _Pending()
+            pending = self._pending.get(name)
+            for part in (self._written.get(name), pending):
+                if part is not None:
+                    total.merge(part)
+            found[name] = (total.as_fields(), 0 if pending is None else pending.size)
+        return found
 
     def observe(self, name: str, value: float, *, timeout: float | None = None) -> None:
         """Record one value: count, sum, max, and a histogram bucket when ``timeout`` is given."""
-        if not self.enabled:
+        if not self._gather:
             return
         entry = self._pending.get(name)
         if entry is None:  # not setdefault: that would build a _Pending on every call
@@ -82,7 +125,7 @@ class Metrics:
 
     def incr(self, name: str, counter: str, amount: int = 1) -> None:
         """Add ``amount`` to the plain counter field ``counter`` of metric ``name``."""
-        if not self.enabled or amount == 0:
+        if not self._gather or amount == 0:
             return
         entry = self._pending.get(name)
         if entry is None:
@@ -91,9 +134,13 @@ class Metrics:
 
     async def flush(self) -> None:
         """Write everything gathered; on failure keep it for the next flush and re-raise."""
-        if self._script is None or self._keys is None or not self._pending:
+        if not self._pending:
             return
         pending, self._pending = self._pending, {}
+        if self._script is None or self._keys is None:  # local: nothing to write to
+            for name, entry in pending.items():
+                self._written.setdefault(name, _Pending()).merge(entry)
+            return
         try:
             while pending:
                 name, entry = next(iter(pending.items()))
@@ -105,7 +152,7 @@ class Metrics:
                 for field_name, amount in entry.fields.items():
                     args += [field_name, amount]
                 await self._script(keys=[self._keys.metrics(name)], args=args)
-                del pending[name]
+                self._written.setdefault(name, _Pending()).merge(pending.pop(name))
         finally:
             for name, entry in pending.items():  # unwritten: merge back for the next flush
                 self._pending.setdefault(name, _Pending()).merge(entry)
@@ -119,6 +166,6 @@ class Metrics:
             if not self._pending:
                 return Step.UNTOUCHED  # nothing written: no news of Redis either way
             await self.flush()
-            return None
+            return None if self._script is not None else Step.UNTOUCHED
 
         await keep_trying(flush, outage=self._outage, shutdown=shutdown, every=interval)

@@ -33,6 +33,8 @@ from mpush.keys import ServiceKeys
 from mpush.retry import Outage, outage_of, wait_until_reachable
 from mpush.runtime.lifecycle import Lifecycle, LifecyclePolicy
 from mpush.runtime.metrics import Metrics
+from mpush.runtime.prometheus import ProcessExposition
+from mpush.runtime.scrape import MetricsListener
 from mpush.runtime.shutdown import Shutdown
 
 __all__ = ["Context", "RunnerSettings", "Service", "run_service"]
@@ -68,6 +70,10 @@ class RunnerSettings(Protocol):
     def startup_timeout(self) -> float: ...
     @property
     def metrics_interval(self) -> float: ...
+    @property
+    def metrics_port(self) -> int | None: ...
+    @property
+    def metrics_host(self) -> str: ...
 
 
 @dataclass
@@ -158,9 +164,14 @@ class _Run:
         await self.service.prepare(redis, target)
         outage = outage_of(describe_client(redis))
         registry_outage = outage_of(describe_client(registry_redis))
+        info = dict(self.service.registry_info())
+        exposition, listener = self._own_metrics()
+        if listener is not None:
+            host, port = listener.address
+            info["metrics"] = f"{host}:{port}"
 
         lifecycle: Lifecycle | None = None
-        metrics = Metrics.disabled()
+        metrics = Metrics.local() if listener is not None else Metrics.disabled()
         if settings.service_namespace:
             if registry_redis is not redis:
                 await wait_until_reachable(
@@ -173,7 +184,7 @@ class _Run:
                 registry_redis,
                 keys,
                 service=self.service.name,
-                info=self.service.registry_info(),
+                info=info,
                 policy=LifecyclePolicy(
                     expire=settings.service_expire,
                     renew=settings.service_renew,
@@ -188,17 +199,34 @@ class _Run:
         instance_id = lifecycle.instance_id if lifecycle else None
         ctx = Context(redis, target, self.shutdown, metrics, instance_id, outage)
         log.info("%s started on %s", self.service.name, describe_url(settings.redis))
+        if exposition is not None and listener is not None:
+            exposition.attach(metrics, instance_id)
+            log.info("own metrics on http://%s:%d/metrics", *listener.address)
         try:
-            await self._work(ctx, lifecycle)
+            await self._work(ctx, lifecycle, listener)
         finally:
             await self._bookkeeping(metrics, lifecycle)
         log.info("%s stopped (%s)", self.service.name, self.shutdown.reason)
         return self.shutdown.exit_code
 
-    async def _work(self, ctx: Context, lifecycle: Lifecycle | None) -> None:
+    def _own_metrics(self) -> tuple[ProcessExposition | None, MetricsListener | None]:
+        """The ``--metrics-port`` listener, bound (a port in use is a ConfigError), or None."""
+        port = self.settings.metrics_port
+        if port is None:
+            return None, None
+        exposition = ProcessExposition(self.service.name, self.settings.service_namespace)
+        listener = MetricsListener(self.settings.metrics_host, port, exposition.render)
+        listener.bind()
+        return exposition, listener
+
+    async def _work(
+        self, ctx: Context, lifecycle: Lifecycle | None, listener: MetricsListener | None
+    ) -> None:
         side: list[asyncio.Task[None]] = [
             asyncio.create_task(ctx.metrics.run(self.shutdown, self.settings.metrics_interval)),
         ]
+        if listener is not None:
+            side.append(asyncio.create_task(listener.serve(self.shutdown)))
         if lifecycle is not None:
             side.append(asyncio.create_task(lifecycle.watch(self.shutdown)))
         work = asyncio.create_task(self.service.run(ctx))

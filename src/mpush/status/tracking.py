@@ -28,14 +28,22 @@ class TrackingFigures:
 async def collect_tracking(redis: AnyRedis, namespace: str) -> TrackingFigures | None:
     """The tracking figures of ``namespace``, or None when nothing was ever tracked there."""
     keys = MessageKeys(namespace)
-    counter = await redis.get(keys.counter)
-    if counter is None:
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.get(keys.counter)
+        pipe.hlen(keys.xids)
+        pipe.llen(keys.done)
+        pipe.llen(keys.dead)
+        replies = await pipe.execute(raise_on_error=False)
+    counter, *sizes = replies
+    if counter is None or isinstance(counter, Exception):
+        return None
+    in_flight, waiting, dead = (0 if isinstance(n, Exception) else int(n) for n in sizes)
+    try:
+        messages = int(counter)
+    except ValueError:
         return None
     return TrackingFigures(
-        messages=int(counter),
-        in_flight=int(await redis.hlen(keys.xids)),
-        reports_waiting=int(await redis.llen(keys.done)),
-        dead_letters=int(await redis.llen(keys.dead)),
+        messages=messages, in_flight=in_flight, reports_waiting=waiting, dead_letters=dead
     )
 
 
