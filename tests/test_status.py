@@ -1,4 +1,4 @@
-"""`mpush status`: registry, queues and metrics as a table, JSON and Prometheus text."""
+"""`mpush status`: registry, queues and metrics as a table, JSON and the Prometheus text format."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 
 from tests.conftest import RedisEnv
 from tests.helpers import Spawner, run_cli, wait_until
+from tests.promtools import parse
 
 NS = "{t}:st"
 
@@ -49,9 +50,13 @@ def test_status_json_and_table(redis_env: RedisEnv, spawn: Spawner) -> None:
 
     prom = run_cli("status", "--redis", redis_env.url, "--service-namespace", NS, "--prometheus")
     assert prom.returncode == 0, prom.stderr
-    assert f'mpush_instances{{namespace="{NS}",service="mpush"}} 1' in prom.stdout
-    assert f'mpush_queue_length{{namespace="{NS}",queue="{{t}}:a"}} 10' in prom.stdout
-    assert f'mpush_move_sum{{namespace="{NS}"}} 10' in prom.stdout
+    got = parse(prom.stdout)  # prometheus_client's own parser: the exporter's format
+    assert got.value("mpush_instances", namespace=NS, service="mpush") == 1
+    assert got.value("mpush_queue_length", namespace=NS, queue="{t}:a") == 10
+    assert got.value("mpush_observations_sum", namespace=NS, metric="move") == 10
+    assert got.value("mpush_registry_stale_ids", namespace=NS) == 1
+    buckets = got.series("mpush_observations_bucket", namespace=NS, metric="move")
+    assert max(buckets, key=lambda b: float(b[0]["le"]))[0]["le"] == "+Inf"
 
 
 def test_status_needs_a_namespace() -> None:

@@ -29,7 +29,7 @@ from prometheus_client.core import (
     GaugeMetricFamily,
     HistogramMetricFamily,
 )
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder, generate_latest
+from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -53,6 +53,7 @@ BUCKET_BOUNDS: tuple[tuple[str, str], ...] = tuple(
 )
 _HISTO = re.compile(r"histo\d+")
 _SHAPE = frozenset({"count", "sum", "max"})
+_TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def buckets_of(fields: Mapping[str, float]) -> list[tuple[str, float]]:
@@ -75,7 +76,7 @@ def expose(registry: Collector, accept: str = "") -> Exposition:
     try:
         encoder, content_type = choose_encoder(accept)
     except Exception:  # e.g. "text/plain; version=x.y" makes it compare str with int
-        encoder, content_type = generate_latest, CONTENT_TYPE_PLAIN_0_0_4
+        encoder, content_type = generate_latest, _TEXT_FORMAT
     return Exposition(encoder(registry), content_type)
 
 

@@ -52,6 +52,8 @@ class MetricNames:
     async def advance(self, redis: AnyRedis) -> None:
         """Walk on for up to ``budget`` SCAN calls; a complete walk replaces the known names."""
         if self._cursors is None:
+            if isinstance(redis, RedisCluster):
+                await redis.initialize()  # learns the nodes (nothing when it knows them)
             self._cursors = dict.fromkeys(_nodes(redis), 0)
             self._found = {}
             self._over = (self._over[0], False)
@@ -80,6 +82,8 @@ class MetricNames:
     async def _scan(self, redis: AnyRedis, node: str, cursor: int) -> tuple[int, list[object]]:
         if isinstance(redis, RedisCluster):
             target = redis.get_node(node_name=node)
+            if target is None:  # gone since the walk began (a failover): the next walk asks anew
+                return 0, []
             # With target_nodes, the Cluster client answers ({node: cursor}, keys).
             reply: Any = await redis.scan(
                 cursor, match=self._pattern, count=_COUNT, target_nodes=target
