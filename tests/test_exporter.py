@@ -284,3 +284,20 @@ def test_exporter_rides_out_a_redis_restart(standalone_env: RedisEnv, spawn: Spa
     assert log.count("unavailable") == 1, log
     assert "back after" in log
     assert "Traceback" not in log
+
+
+def test_the_demo_runs_an_exporter_when_given_a_metrics_port() -> None:
+    from mpush.config import DemoSettings, load_settings
+    from mpush.demo.web import child_specs
+    from mpush.keys import DemoKeys
+
+    layout = DemoKeys("demo:web")
+    for port, expected in ((None, False), (9121, True)):
+        settings = load_settings(DemoSettings, {"metrics_port": port}, env={})
+        specs = {spec.name: spec for spec, _ in child_specs(settings, layout, "redis://x", 8080)}
+        assert ("exporter" in specs) is expected
+        if expected:
+            argv = specs["exporter"].argv
+            assert argv[argv.index("--port") + 1] == "9121"
+            assert argv[argv.index("--service-namespace") + 1] == "demo:web"
+        assert all("--metrics-port" not in spec.argv for spec in specs.values())

@@ -270,6 +270,12 @@ class DemoSettings(CommonSettings):
     pop_timeout: float = Field(
         0.5, gt=0, le=60, description="Seconds a blocking wait lasts; bounds shutdown time."
     )
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Also run mpush exporter for the demo's namespace on this port (on --host).",
+    )
 
     @model_validator(mode="after")
     def _namespace_is_one_word(self) -> DemoSettings:

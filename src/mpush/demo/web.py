@@ -180,6 +180,11 @@ def child_specs(
          ["--in", live("out"), "--out", live("archive"), "--capacity", str(CAPACITY),
           "--no-message-tracking"]),
     ]  # fmt: skip
+    if settings.metrics_port is not None:
+        table.append(
+            ("exporter", 0, f"{ns} → http://{settings.host}:{settings.metrics_port}/metrics",
+             ["--host", settings.host, "--port", str(settings.metrics_port)])
+        )  # fmt: skip
     return [
         (ChildSpec(name, [sys.executable, "-m", "mpush", name, *common, *args], stage), what)
         for name, stage, what, args in table
