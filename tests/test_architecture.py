@@ -111,6 +111,8 @@ _NOT_KEYS = {
     'f"{METRIC}:route:': "a metric name (a field of ServiceKeys.metrics)",
     ":{port}": "host:port",
     ":{node.port}": "host:port",
+    ":{self._port}": "host:port",
+    ":{settings.metrics_port}": "host:port",
     ":{kwargs.get('port'": "host:port",
     ":{os.getpid()}": "a lease owner's name, host:pid",
 }
