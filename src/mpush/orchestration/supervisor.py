@@ -1,8 +1,7 @@
-"""A supervisor for a set of child processes: keeps them running, stops them cleanly.
+"""A supervisor for a fixed set of child processes: keeps them running, stops them cleanly.
 
-- Every child is a real process the supervisor holds a handle on, started in its own process group
-  (so a terminal's Ctrl-C reaches the supervisor only, which forwards it once) and, on Linux, told
-  to receive SIGTERM should the supervisor itself die (no orphans, even after a ``kill -9``).
+- Every child is a real process the supervisor holds a handle on (``children.py``: its own process
+  group, SIGTERM should the supervisor itself die, even by ``kill -9``).
 - A child that exits while nothing asked it to is restarted after a capped exponential backoff
   with jitter; a child that ran ``stable_after`` seconds starts again from the first delay.
 - Restarting cannot fix a bad configuration: a child exiting with code 2 stops everything, as does
@@ -19,19 +18,18 @@ children were killed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import logging
-import os
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from mpush.exits import Exit, describe, restartable
+from mpush.exits import Exit, describe
+from mpush.orchestration.children import (
+    Child,
+    ChildSpec,
+    RestartPolicy,
+    die_with_parent,
+)
 from mpush.retry import Backoff
 from mpush.runtime.shutdown import Shutdown
 
@@ -44,66 +42,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-_PR_SET_PDEATHSIG = 1
-
-
-@dataclass(frozen=True)
-class ChildSpec:
-    """One supervised program: a name, its argv, and its stage (stopped before lower stages)."""
-
-    name: str
-    argv: Sequence[str]
-    stage: int = 0
-
-
-@dataclass(frozen=True)
-class RestartPolicy:
-    first_delay: float = 0.5
-    max_delay: float = 30.0
-    stable_after: float = 10.0
-    give_up_after: int = 8
-    stop_timeout: float = 10.0
-
-
-@dataclass
-class Child:
-    """A supervised child as it is now."""
-
-    spec: ChildSpec
-    log_path: Path
-    process: asyncio.subprocess.Process | None = None
-    started: float = 0.0
-    restarts: int = 0
-    failures: int = 0  # in a row, without a stable run
-    backoff: Backoff = field(default_factory=Backoff)
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
-
-    @property
-    def alive(self) -> bool:
-        return self.process is not None and self.process.returncode is None
-
-
-def die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` (Linux) making a child receive SIGTERM when this process dies; else None.
-
-    The C function is looked up here, in the parent: the child, between fork and exec, only calls
-    it.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return preexec
 
 
 class Supervisor:
@@ -168,7 +106,7 @@ class Supervisor:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
             for child in self.children:  # only after a fault of our own: never leave one behind
-                _kill(child)
+                child.kill()
         return self._exit_code
 
     def _on_signal(self, signum: int) -> None:
@@ -180,24 +118,14 @@ class Supervisor:
         log.warning("second signal (%s): killing every child at once", name)
         self._exit_code = Exit.SECOND_SIGNAL
         for child in self.children:
-            _kill(child)
+            child.kill()
 
     async def _stop_after(self, seconds: float) -> None:
         if not await self.stopping.sleep(seconds):
             self.stop(f"ran for {seconds:g}s")
 
     async def _spawn(self, child: Child) -> None:
-        with child.log_path.open("ab") as out:
-            child.process = await asyncio.create_subprocess_exec(
-                *child.spec.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=self._env,
-                process_group=0,
-                preexec_fn=self._preexec,
-            )
-        child.started = time.monotonic()
+        await child.spawn(env=self._env, preexec=self._preexec)
 
     async def _keep(self, child: Child) -> None:
         """Restart ``child`` whenever it exits, until the supervisor stops."""
@@ -214,26 +142,19 @@ class Supervisor:
                 exited.cancel()
                 return  # _stop_all takes it from here
             code = exited.result()
-            ran = time.monotonic() - child.started
             if self.stopping.requested:
                 return
-            detail = f"{child.spec.name} (pid {child.pid}) ended: {describe(code)}"
-            tail = _last_line(child.log_path)
-            if not restartable(code):
-                log.error("%s; %s", detail, tail or "see its log")
+            outcome = child.judge(code, policy)
+            if not outcome.restart:
+                log.error("%s; %s", outcome.detail, child.last_line() or "see its log")
                 self.stop(f"{child.spec.name} cannot run", Exit.FAILURE)
                 return
-            if ran >= policy.stable_after:
-                child.failures = 0
-                child.backoff.reset()
-            child.failures += 1
-            if child.failures > policy.give_up_after:
-                log.error("%s; %d times in a row: giving up", detail, child.failures)
+            if outcome.failing:
+                log.error("%s; %d times in a row: giving up", outcome.detail, child.failures)
                 self.stop(f"{child.spec.name} keeps failing", Exit.FAILURE)
                 return
-            delay = child.backoff.next_delay()
-            log.warning("%s; restarting in %.2fs", detail, delay)
-            if await self.stopping.sleep(delay):
+            log.warning("%s; restarting in %.2fs", outcome.detail, outcome.delay)
+            if await self.stopping.sleep(outcome.delay):
                 return
             await self._spawn(child)
             child.restarts += 1
@@ -246,43 +167,12 @@ class Supervisor:
         for stage in sorted({child.spec.stage for child in self.children}, reverse=True):
             group = [c for c in self.children if c.spec.stage == stage and c.alive]
             for child in group:
-                with contextlib.suppress(ProcessLookupError):
-                    assert child.process is not None
-                    child.process.send_signal(signal.SIGTERM)
+                child.send(signal.SIGTERM)
             for child in group:
                 await self._reap(child)
 
     async def _reap(self, child: Child) -> None:
-        assert child.process is not None
-        try:
-            async with asyncio.timeout(self.policy.stop_timeout):
-                code = await child.process.wait()
-        except TimeoutError:
-            log.warning(
-                "%s (pid %s) still running %.0fs after SIGTERM: SIGKILL",
-                child.spec.name,
-                child.pid,
-                self.policy.stop_timeout,
-            )
-            _kill(child)
-            code = await child.process.wait()
+        code = await child.reap(self.policy.stop_timeout)
         if code != 0 and self._exit_code == Exit.OK:
             self._exit_code = Exit.FAILURE
         log.info("%s (pid %s) stopped: %s", child.spec.name, child.pid, describe(code))
-
-
-def _kill(child: Child) -> None:
-    if child.alive:
-        assert child.process is not None
-        with contextlib.suppress(ProcessLookupError):
-            child.process.kill()
-
-
-def _last_line(path: Path, tail: int = 4096) -> str:
-    """The last line a child wrote to its log (where a failure usually says why)."""
-    with contextlib.suppress(OSError), path.open("rb") as log_file:
-        log_file.seek(max(0, log_file.seek(0, os.SEEK_END) - tail))
-        lines = log_file.read().decode(errors="replace").strip().splitlines()
-        if lines:
-            return lines[-1]
-    return ""
