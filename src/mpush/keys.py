@@ -10,6 +10,10 @@ Everything else lives under a *service namespace* ``NS`` (for example ``demo:mpu
                                    queues it works on; EXPIRE service_expire, renewed every
                                    service_renew seconds. DEL it to stop that instance.
     NS:service:ids         list    instance ids, newest first, trimmed to service_capacity entries
+    NS:service:labels      hash    label → id of the live instance started with --service-label
+                                   (rcontrol names its instances so); the instance's own entry is
+                                   removed when it deregisters
+    NS:service:<id>:activate list  a standby instance (--standby) BLPOPs it: one push activates it
     NS:metrics:<name>      hash    count, sum, max, histo0 … histo100 and plain counters
     NS:cache:dropped       stream  URLs an hgateway dropped from its response cache (a POST, PUT,
                                    PATCH or DELETE answered): h (host), p (path), q (query), by
@@ -107,6 +111,7 @@ from redis.crc import key_slot as _key_slot
 from mpush.errors import ConfigError
 
 __all__ = [
+    "ACTIVATION_SUFFIX",
     "ConsumerKeys",
     "DemoKeys",
     "HttpKeys",
@@ -121,6 +126,9 @@ __all__ = [
     "set_aside",
     "stage_key",
 ]
+
+
+ACTIVATION_SUFFIX = ":activate"
 
 
 @dataclass(frozen=True)
@@ -139,6 +147,14 @@ class ServiceKeys:
 
     def instance(self, instance_id: int | str) -> str:
         return f"{self.namespace}:service:{instance_id}"
+
+    @property
+    def labels(self) -> str:
+        return f"{self.namespace}:service:labels"
+
+    def activation(self, instance_id: int | str) -> str:
+        """The list a standby instance waits on; ``ACTIVATION_SUFFIX`` after its registration."""
+        return self.instance(instance_id) + ACTIVATION_SUFFIX
 
     def metrics(self, name: str) -> str:
         return f"{self.namespace}:metrics:{name}"

@@ -40,7 +40,7 @@ def render_table(report: StatusReport, console: Console) -> None:
         route = " → ".join(filter(None, [inst.fields.get("in"), out]))
         services.add_row(
             inst.id,
-            inst.service,
+            f"{inst.service} (standby)" if inst.fields.get("standby") == "1" else inst.service,
             inst.host,
             inst.pid,
             _seconds(inst.age(report.now)),

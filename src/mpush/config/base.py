@@ -75,6 +75,17 @@ class CommonSettings(BaseSettings):
         1.0, gt=0, description="Seconds between checks that the registration still exists."
     )
     service_capacity: int = Field(100, ge=1, description="Entries kept on <ns>:service:ids.")
+    service_label: str | None = Field(
+        None,
+        max_length=200,
+        description="A label for this instance: in its registration and in <ns>:service:labels "
+        "(rcontrol labels its instances so).",
+    )
+    standby: bool = Field(
+        False,
+        description="Register as standby and do no work until activated (a push on "
+        "<ns>:service:<id>:activate).",
+    )
     pop_timeout: float = Field(
         1.0, gt=0, le=60, description="Seconds a blocking wait lasts; bounds shutdown time."
     )
@@ -98,6 +109,9 @@ class CommonSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _renew_before_expiry(self) -> CommonSettings:
+        for name in ("standby", "service_label"):
+            if getattr(self, name) and not self.service_namespace:
+                raise ValueError(f"{name}: needs a service_namespace (the registry it shows in)")
         if self.service_renew >= self.service_expire:
             raise ValueError(
                 f"service_renew: {self.service_renew:g}s must be shorter than "

@@ -5,8 +5,13 @@ register  INCR <ns>:service:id → id; create <ns>:service:<id> (refusing an exi
           <ns>:service:ids and trim that list to exactly service_capacity entries.
 renew     every service_renew s: only if `renewed` still holds the value we wrote last; else stop.
 check     every service_check s: the key must still exist — DEL of it is a remote shutdown.
-gc        at startup: drop from <ns>:service:ids every id whose hash is gone.
-deregister on a clean stop: DEL the hash, LREM the id.
+gc        at startup: drop from <ns>:service:ids every id whose hash is gone, and from
+          <ns>:service:labels every label whose instance is gone.
+label     with a label (--service-label): the hash gets `label`, and <ns>:service:labels maps the
+          label to the id, so whoever started the instance finds it.
+standby   with --standby: the hash gets standby=1 and the instance BLPOPs <ns>:service:<id>:activate
+          until something is pushed there; then standby=0, activated=<Redis TIME>, and it works.
+deregister on a clean stop: DEL the hash, LREM the id, drop its label entry (if still its own).
 
 Each step touches one key at a time (or one key atomically), so it works on Redis Cluster whatever
 the namespace hashes to.
@@ -21,12 +26,13 @@ import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from mpush.connection import AnyRedis, describe_client, load_lua, reply_text
 from mpush.errors import FencedError, MpushError
 from mpush.exits import Exit
 from mpush.keys import ServiceKeys
-from mpush.retry import Outage, keep_trying, outage_of
+from mpush.retry import Outage, Step, Stopped, keep_trying, outage_of, retrying
 from mpush.runtime.shutdown import Shutdown
 
 __all__ = ["Lifecycle", "LifecyclePolicy"]
@@ -57,15 +63,21 @@ class Lifecycle:
         info: Mapping[str, str],
         policy: LifecyclePolicy,
         outage: Outage | None = None,
+        label: str | None = None,
+        standby: bool = False,
     ) -> None:
         self._redis = redis
         self._keys = keys
         self._service = service
         self._info = dict(info)
+        self.label = label
+        self.standby = standby
         self._policy = policy
         self._outage = outage or outage_of(describe_client(redis))
         self._register = redis.register_script(load_lua("register"))
         self._renew = redis.register_script(load_lua("renew"))
+        self._unlabel = redis.register_script(load_lua("unlabel"))
+        self._activated = redis.register_script(load_lua("activated"))
         self.instance_id: int | None = None
         self._renewed = ""  # the `renewed` value we wrote last, confirmed by its reply
         self._unconfirmed: list[str] = []  # values sent whose reply was lost: maybe written
@@ -87,6 +99,10 @@ class Lifecycle:
             "pid": str(os.getpid()),
             **self._info,
         }
+        if self.label:
+            fields["label"] = self.label
+        if self.standby:
+            fields["standby"] = "1"
         args: list[str | int] = [self._policy.expire]
         for name, value in fields.items():
             args += [name, value]
@@ -105,7 +121,9 @@ class Lifecycle:
             pipe.lpush(self._keys.ids, instance_id)
             pipe.ltrim(self._keys.ids, 0, self._policy.capacity - 1)
             await pipe.execute()
-        log.info("registered as %s", self.key)
+        if self.label:  # another key: its own command (another slot on a Cluster)
+            await self._redis.hset(self._keys.labels, self.label, str(instance_id))
+        log.info("registered as %s%s", self.key, " (standby)" if self.standby else "")
         return instance_id
 
     async def gc(self) -> list[str]:
@@ -118,7 +136,46 @@ class Lifecycle:
                 dropped.append(instance_id)
         if dropped:
             log.info("startup gc: dropped %d stale ids from %s", len(dropped), self._keys.ids)
+        labels = await self._redis.hgetall(self._keys.labels)
+        for raw_label, raw_id in labels.items():
+            label, instance_id = reply_text(raw_label), reply_text(raw_id)
+            if not await self._redis.exists(self._keys.instance(instance_id)):
+                await self._unlabel(keys=[self._keys.labels], args=[label, instance_id])
         return dropped
+
+    async def stand_by(self, shutdown: Shutdown, wait: float) -> bool:
+        """Wait (BLPOP, ``wait`` s at a time) until activated; True then, False on shutdown.
+
+        Activation marks the registration standby=0 with the time; a registration deleted while
+        standing by is a remote shutdown, not an activation.
+        """
+        if self.instance_id is None:
+            raise MpushError("not registered")
+        key = self._keys.activation(self.instance_id)
+        began = time.monotonic()
+        timeout: Any = wait  # redis-py types it int; Redis takes decimals
+        popped = False
+
+        async def pop() -> Step | None:
+            nonlocal popped
+            popped = await self._redis.blpop([key], timeout) is not None
+            return Step.DONE if popped else None
+
+        await keep_trying(pop, outage=self._outage, shutdown=shutdown)
+        if not popped or shutdown.requested:
+            return False
+        try:
+            stamp = await retrying(
+                lambda: self._activated(keys=[self.key]), outage=self._outage, shutdown=shutdown
+            )
+        except Stopped:
+            return False
+        if not stamp:
+            shutdown.request(f"{self.key} was deleted while standing by (remote shutdown)")
+            return False
+        self.standby = False
+        log.info("activated after %.1fs in standby", time.monotonic() - began)
+        return True
 
     async def renew(self) -> bool:
         """Renew; False when the registration is gone. FencedError when someone changed it.
@@ -176,5 +233,7 @@ class Lifecycle:
         key = self.key
         await self._redis.delete(key)
         await self._redis.lrem(self._keys.ids, 0, str(self.instance_id))
+        if self.label:
+            await self._unlabel(keys=[self._keys.labels], args=[self.label, str(self.instance_id)])
         log.info("deregistered %s", key)
         self.instance_id = None

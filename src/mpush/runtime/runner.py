@@ -1,5 +1,9 @@
 """Runs one service: connect, register, work, and a staged, idempotent shutdown.
 
+With ``--standby`` the service registers as standby and waits (a blocking pop on its activation
+list) before its work starts: activated, it serves at once, its imports, connections and checks
+long done.
+
 Stages on SIGTERM/SIGINT, remote shutdown (DEL of the registration), self-fencing or a failure:
   1. stop intake — the shutdown latch is set; work loops finish the step in hand;
   2. grace — the work gets ``pop_timeout + grace`` seconds to return, then is cancelled;
@@ -74,6 +78,10 @@ class RunnerSettings(Protocol):
     def metrics_port(self) -> int | None: ...
     @property
     def metrics_host(self) -> str: ...
+    @property
+    def standby(self) -> bool: ...
+    @property
+    def service_label(self) -> str | None: ...
 
 
 @dataclass
@@ -192,6 +200,8 @@ class _Run:
                     capacity=settings.service_capacity,
                 ),
                 outage=registry_outage,
+                label=settings.service_label,
+                standby=settings.standby,
             )
             await lifecycle.register()
             metrics = Metrics(registry_redis, keys, registry_outage)
@@ -229,7 +239,7 @@ class _Run:
             side.append(asyncio.create_task(listener.serve(self.shutdown)))
         if lifecycle is not None:
             side.append(asyncio.create_task(lifecycle.watch(self.shutdown)))
-        work = asyncio.create_task(self.service.run(ctx))
+        work = asyncio.create_task(self._run(ctx, lifecycle))
         stopped = asyncio.create_task(self.shutdown.wait())
         try:
             pending: set[asyncio.Future[None]] = {work, stopped, *side}
@@ -252,6 +262,14 @@ class _Run:
             await asyncio.gather(work, stopped, *side, return_exceptions=True)
             for task in side:
                 self._check_failed(task)
+
+    async def _run(self, ctx: Context, lifecycle: Lifecycle | None) -> None:
+        """The service's work; in standby mode, only once activated."""
+        if lifecycle is not None and lifecycle.standby:
+            log.info("%s standing by for activation", self.service.name)
+            if not await lifecycle.stand_by(self.shutdown, self.settings.pop_timeout):
+                return
+        await self.service.run(ctx)
 
     def _check_failed(self, task: asyncio.Future[None]) -> None:
         if not task.done() or task.cancelled() or task.exception() is None:
