@@ -92,6 +92,36 @@ a namespace of its own (``demo:ndeploy``), apart from the web server's::
                                    actualCommit, finished — or service, error, failedStep, finished
     NS:res:<id>:done       list    "ok" or "error", pushed with the response; the requester BLPOPs
 
+rcontrol (docs/rcontrol.md) keeps the declared and the observed state of a namespace's processes
+beside its registry (``RcontrolKeys``); on a Redis Cluster give the namespace a hash tag, so all of
+them share one slot. *Authoritative* (written by ``rcontrol apply/scale/delete`` and by the active
+controller only, each change one atomic step): the declarations and the assignments. *Derived*
+(rewritten every heartbeat; losing them costs a heartbeat): hosts' heartbeats and instance
+reports::
+
+    NS:rcontrol:deployments        set     names of the declared deployments
+    NS:rcontrol:deployment:<name>  hash    spec (canonical JSON of the declaration), replicas,
+                                           release (digest of what runs), generation, applied
+    NS:rcontrol:assignments        hash    instance id (<deployment>-<n>) → JSON {deployment, host,
+                                           role (active|standby), release, run, token, placed}
+    NS:rcontrol:state              hash    token (fencing counter of the controller lease), epoch
+                                           (random, made once: a Redis that lost its data has a
+                                           new one), seq (last instance number handed out)
+    NS:rcontrol:lease              string  "<token> <owner>" of the active controller; PX lease_ttl
+    NS:rcontrol:events             stream  every decision: kind, deployment, instance, host, why,
+                                           by; MAXLEN ~events_capacity
+    NS:rcontrol:wake               list    pushed on a change the controller should see at once
+                                           (apply, scale, delete, an instance's new state); the
+                                           active controller BLPOPs it
+    NS:rcontrol:hosts              zset    host → its last heartbeat (ms, Redis time)
+    NS:rcontrol:host:<host>        hash    one live agent: capacity, labels, load1, mem_free,
+                                           mem_total, cpus, pid, started, ttl; PEXPIRE its ttl
+    NS:rcontrol:host:<host>:wake   list    pushed when the host's assignments change; its agent
+                                           BLPOPs it
+    NS:rcontrol:instance:<id>      hash    an instance as its agent reports it: host, state, pid,
+                                           service_id, role, release, restarts, cpu, code,
+                                           reason, since; EXPIRE a few heartbeats
+
 The routing stages keep their shared state beside their input list ``IN``, so it takes the input's
 hash tag and sits in the slot of the queues it is changed atomically with (each can be renamed by a
 setting)::
@@ -117,6 +147,7 @@ __all__ = [
     "HttpKeys",
     "MessageKeys",
     "NdeployKeys",
+    "RcontrolKeys",
     "ServiceKeys",
     "VpushKeys",
     "check_same_slot",
@@ -360,6 +391,73 @@ class NdeployKeys:
 
     def done(self, request_id: int | str) -> str:
         return f"{self.namespace}:res:{request_id}:done"
+
+
+@dataclass(frozen=True)
+class RcontrolKeys:
+    """rcontrol's declared and observed state under one namespace (see the layout above)."""
+
+    namespace: str
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.namespace}:rcontrol:"
+
+    @property
+    def deployments(self) -> str:
+        return f"{self.prefix}deployments"
+
+    def deployment(self, name: str) -> str:
+        return f"{self.prefix}deployment:{name}"
+
+    @property
+    def assignments(self) -> str:
+        return f"{self.prefix}assignments"
+
+    @property
+    def state(self) -> str:
+        return f"{self.prefix}state"
+
+    @property
+    def lease(self) -> str:
+        return f"{self.prefix}lease"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}events"
+
+    @property
+    def wake(self) -> str:
+        return f"{self.prefix}wake"
+
+    @property
+    def hosts(self) -> str:
+        return f"{self.prefix}hosts"
+
+    def host(self, name: str) -> str:
+        return f"{self.prefix}host:{name}"
+
+    def host_wake(self, name: str) -> str:
+        return f"{self.prefix}host:{name}:wake"
+
+    def instance(self, instance_id: str) -> str:
+        return f"{self.prefix}instance:{instance_id}"
+
+    @property
+    def fixed(self) -> tuple[str, ...]:
+        """The keys every controller step may touch with the registry's (for the slot check)."""
+        registry = ServiceKeys(self.namespace)
+        return (
+            self.deployments,
+            self.assignments,
+            self.state,
+            self.lease,
+            self.events,
+            self.wake,
+            self.hosts,
+            registry.labels,
+            registry.instance(1),
+        )
 
 
 def stage_key(source: str, service: str, name: str) -> str:

@@ -22,6 +22,7 @@ from rich.console import Console
 
 from mpush import __version__
 from mpush.cli import ndeploy as ndeploy_commands
+from mpush.cli import rcontrol as rcontrol_commands
 from mpush.cli.logs import configure_logging
 from mpush.cli.status import render_json, render_prometheus, render_table
 from mpush.config import (
@@ -44,6 +45,12 @@ from mpush.config import (
     NdeployRollbackSettings,
     NdeployServeSettings,
     QuerySettings,
+    RcontrolAgentSettings,
+    RcontrolApplySettings,
+    RcontrolControllerSettings,
+    RcontrolDeleteSettings,
+    RcontrolScaleSettings,
+    RcontrolStatusSettings,
     RenderSettings,
     RouterSettings,
     StatusSettings,
@@ -54,6 +61,8 @@ from mpush.connection import connect, parse_redis_url
 from mpush.errors import ConfigError, MpushError
 from mpush.exits import Exit, for_error
 from mpush.orchestration.ndeploy import service as ndeploy
+from mpush.orchestration.rcontrol import agent as rcontrol_agent
+from mpush.orchestration.rcontrol import controller as rcontrol_controller
 from mpush.runtime.runner import Service, run_service
 from mpush.services import (
     exporter,
@@ -71,7 +80,7 @@ from mpush.services.stages import mbalance, mdedupe, mthrottle
 from mpush.services.vpush import service as vpush
 from mpush.status.report import collect
 
-__all__ = ["app", "main"]
+__all__ = ["SERVICE_COMMANDS", "app", "main"]
 
 log = logging.getLogger("mpush")
 
@@ -85,6 +94,9 @@ app = typer.Typer(
 )
 
 S = TypeVar("S", bound=CommonSettings)
+
+# Every service command registered: "lpush", "ndeploy serve", … → its settings model.
+SERVICE_COMMANDS: dict[str, type[CommonSettings]] = {}
 
 
 def _version(value: bool) -> None:
@@ -181,6 +193,8 @@ def service_command(
     def action(settings: S) -> int:
         return run_service(create(settings), settings)
 
+    SERVICE_COMMANDS[f"{group.info.name} {name}" if group is not None else name] = cls
+
     settings_command(name, cls, action, group=group, arguments=arguments)
 
 
@@ -265,6 +279,35 @@ settings_command(
     ndeploy_commands.rollback,
     group=ndeploy_app,
     arguments=["to"],
+)
+
+rcontrol_app = typer.Typer(
+    name="rcontrol",
+    help="Declared replicas, hosts and standby instances, reconciled from Redis.",
+    no_args_is_help=True,
+)
+app.add_typer(rcontrol_app)
+settings_command(
+    "apply", RcontrolApplySettings, rcontrol_commands.apply, group=rcontrol_app, arguments=["file"]
+)
+settings_command(
+    "scale",
+    RcontrolScaleSettings,
+    rcontrol_commands.scale,
+    group=rcontrol_app,
+    arguments=["name", "replicas"],
+)
+settings_command(
+    "delete",
+    RcontrolDeleteSettings,
+    rcontrol_commands.delete,
+    group=rcontrol_app,
+    arguments=["name"],
+)
+settings_command("status", RcontrolStatusSettings, rcontrol_commands.status, group=rcontrol_app)
+service_command("agent", RcontrolAgentSettings, rcontrol_agent.create, group=rcontrol_app)
+service_command(
+    "controller", RcontrolControllerSettings, rcontrol_controller.create, group=rcontrol_app
 )
 
 

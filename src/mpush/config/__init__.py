@@ -18,9 +18,11 @@ from mpush.config.base import (
     MpushSettings,
     StatusSettings,
     TrackingSettings,
+    check_table,
     load_settings,
     overlay,
 )
+from mpush.config.catalog import SERVICES, ServiceEntry
 from mpush.config.exporter import ExporterSettings
 from mpush.config.http import (
     DemoSettings,
@@ -40,6 +42,15 @@ from mpush.config.ndeploy import (
     NdeployServeSettings,
     NdeploySettings,
 )
+from mpush.config.rcontrol import (
+    RcontrolAgentSettings,
+    RcontrolApplySettings,
+    RcontrolControllerSettings,
+    RcontrolDeleteSettings,
+    RcontrolScaleSettings,
+    RcontrolSettings,
+    RcontrolStatusSettings,
+)
 from mpush.config.stages import (
     MbalanceSettings,
     MdedupeSettings,
@@ -50,6 +61,7 @@ from mpush.config.vpush import VpushSettings
 
 __all__ = [
     "ENV_PREFIX",
+    "SERVICES",
     "CommonSettings",
     "DemoSettings",
     "DispatchSettings",
@@ -71,12 +83,21 @@ __all__ = [
     "NdeployServeSettings",
     "NdeploySettings",
     "QuerySettings",
+    "RcontrolAgentSettings",
+    "RcontrolApplySettings",
+    "RcontrolControllerSettings",
+    "RcontrolDeleteSettings",
+    "RcontrolScaleSettings",
+    "RcontrolSettings",
+    "RcontrolStatusSettings",
     "RenderSettings",
     "RouterSettings",
+    "ServiceEntry",
     "StageSettings",
     "StatusSettings",
     "TrackingSettings",
     "VpushSettings",
+    "check_table",
     "load_settings",
     "overlay",
 ]

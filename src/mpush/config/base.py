@@ -33,6 +33,7 @@ __all__ = [
     "MpushSettings",
     "StatusSettings",
     "TrackingSettings",
+    "check_table",
     "load_settings",
     "overlay",
 ]
@@ -414,6 +415,31 @@ def normalise_keys(data: Mapping[str, Any], fields: set[str]) -> dict[str, Any]:
             continue
         result[name] = [value] if name == "out" and isinstance(value, str) else value
     return result
+
+
+def check_table(
+    cls: type[S], values: Mapping[str, Any], *, where: str, given: Mapping[str, Any] | None = None
+) -> S:
+    """``cls`` built from a table of settings found inside another file (a deployment's
+    ``settings``), with ``given`` filling what the table leaves out; nothing from the
+    environment or a config file. A bad key or value raises ConfigError naming ``where.KEY``.
+    """
+    fields = set(cls.model_fields)
+    found = normalise_keys(values, fields)
+    unknown = sorted(set(found) - fields)
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}", "unknown setting")
+    token = _ENVIRON.set({})
+    try:
+        return cls(**{**(given or {}), **found})
+    except ValidationError as exc:
+        error = _config_error(cls, exc, {})
+        problem = error.problem.removesuffix(", from the config file")
+        if problem.startswith("required"):
+            problem = "required"
+        raise ConfigError(f"{where}.{error.key}", problem) from None
+    finally:
+        _ENVIRON.reset(token)
 
 
 def overlay(settings: S, values: Mapping[str, Any], *, origin: str) -> S:

@@ -36,9 +36,22 @@ class Shutdown:
     async def wait(self) -> None:
         await self._event.wait()
 
-    async def sleep(self, seconds: float) -> bool:
-        """Sleep up to ``seconds``; return True early (and at once) if shutdown is requested."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._event.wait()
+    async def sleep(self, seconds: float, *, wake: asyncio.Event | None = None) -> bool:
+        """Sleep up to ``seconds``; return True early (and at once) if shutdown is requested.
+
+        With ``wake``, also return early (False) when that event is set.
+        """
+        if wake is None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await self._event.wait()
+            return self._event.is_set()
+        if wake.is_set() or self._event.is_set():
+            return self._event.is_set()
+        waits = [asyncio.ensure_future(self._event.wait()), asyncio.ensure_future(wake.wait())]
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
         return self._event.is_set()

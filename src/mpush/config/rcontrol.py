@@ -1,0 +1,164 @@
+"""Settings of rcontrol's commands: apply, scale, delete, status, agent, controller."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import Field, model_validator
+
+from mpush.config.base import CommonSettings
+
+__all__ = [
+    "HOST_NAME",
+    "RcontrolAgentSettings",
+    "RcontrolApplySettings",
+    "RcontrolControllerSettings",
+    "RcontrolDeleteSettings",
+    "RcontrolScaleSettings",
+    "RcontrolSettings",
+    "RcontrolStatusSettings",
+]
+
+# A host name as agents give it: letters, digits, '.', '_' and '-' (it is part of keys and logs).
+HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}=[A-Za-z0-9._-]{0,63}$")
+
+
+class RcontrolSettings(CommonSettings):
+    """What every rcontrol command shares: the Redis and the namespace it controls."""
+
+    @model_validator(mode="after")
+    def _namespace_given(self) -> RcontrolSettings:
+        if not self.service_namespace:
+            raise ValueError(
+                "service_namespace: required, e.g. --service-namespace demo:web "
+                "(rcontrol runs its instances in that namespace)"
+            )
+        return self
+
+    @property
+    def namespace(self) -> str:
+        assert self.service_namespace  # checked above
+        return self.service_namespace
+
+
+class RcontrolApplySettings(RcontrolSettings):
+    """rcontrol apply FILE: declare the deployments of a TOML file (all or nothing).
+
+    Prints what changes; a deployment the file does not name is kept (rcontrol delete removes it).
+    A bad file is refused as a whole with one line naming the key, exit 2, nothing applied.
+    """
+
+    file: Path = Field(..., description="The TOML file: one [deployments.NAME] table each.")
+    dry_run: bool = Field(False, description="Only print what would change.")
+
+
+class RcontrolScaleSettings(RcontrolSettings):
+    """rcontrol scale NAME REPLICAS: set how many active instances a deployment wants."""
+
+    name: str = Field(..., min_length=1, description="The deployment.")
+    replicas: int = Field(..., ge=0, le=1000, description="Active instances wanted.")
+
+
+class RcontrolDeleteSettings(RcontrolSettings):
+    """rcontrol delete NAME: remove a deployment; its instances are shut down gracefully."""
+
+    name: str = Field(..., min_length=1, description="The deployment.")
+
+
+class RcontrolStatusSettings(RcontrolSettings):
+    """rcontrol status: desired, ready and standby per deployment, every instance, every host."""
+
+    cli_names: ClassVar[dict[str, str]] = {"as_json": "json"}
+
+    as_json: bool = Field(False, description="Print JSON.")
+    events: bool = Field(False, description="Also show the latest decisions of the event log.")
+    count: int = Field(20, ge=1, le=10_000, description="How many events --events shows.")
+
+
+class RcontrolAgentSettings(RcontrolSettings):
+    """rcontrol agent: run the instances rcontrol assigns to this host, and report on them."""
+
+    cli_names: ClassVar[dict[str, str]] = {"labels": "label"}
+
+    host: str = Field(..., description="This host's name (unique among the agents).")
+    capacity: int = Field(16, ge=0, le=10_000, description="Most instances this host runs.")
+    labels: list[str] = Field(
+        [], description="A label K=V deployments may require; repeat for several."
+    )
+    heartbeat: float = Field(
+        1.0, gt=0, le=60, description="Seconds between heartbeats and reports."
+    )
+    host_ttl: float = Field(
+        5.0, gt=0, le=600, description="Seconds without a heartbeat before the host is dead."
+    )
+    work_dir: Path | None = Field(
+        None,
+        description="Where instance configs and logs go (default: <tmp>/mpush-rcontrol-<host>).",
+    )
+    python: str | None = Field(
+        None, description="Python that runs mpush services (default: the agent's own)."
+    )
+    restart_delay: float = Field(
+        0.5, gt=0, le=60, description="Seconds before the first restart of a crashed instance."
+    )
+    restart_max_delay: float = Field(
+        30.0, gt=0, le=3600, description="Cap of the restart backoff (it doubles each time)."
+    )
+    failing_after: int = Field(
+        3, ge=1, le=1000, description="Crashes in a row before an instance is reported failing."
+    )
+    stable_after: float = Field(
+        10.0, gt=0, description="Seconds of running that reset an instance's restart backoff."
+    )
+    stop_timeout: float = Field(
+        4.0, gt=0, le=60, description="Seconds an instance has to stop before SIGKILL."
+    )
+
+    @model_validator(mode="after")
+    def _agent(self) -> RcontrolAgentSettings:
+        if not HOST_NAME.match(self.host):
+            raise ValueError(
+                f"host: {self.host!r} is not a host name (letters, digits, '.', '_', '-')"
+            )
+        for label in self.labels:
+            if not _LABEL.match(label):
+                raise ValueError(f"labels: {label!r} is not KEY=VALUE")
+        if self.host_ttl < 2 * self.heartbeat:
+            raise ValueError(
+                f"host_ttl: {self.host_ttl:g}s must be at least two heartbeats "
+                f"(2 × {self.heartbeat:g}s)"
+            )
+        if self.restart_max_delay < self.restart_delay:
+            raise ValueError("restart_max_delay: must not be shorter than restart_delay")
+        return self
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        pairs = (label.partition("=") for label in self.labels)
+        return {key: value for key, _, value in pairs}
+
+
+class RcontrolControllerSettings(RcontrolSettings):
+    """rcontrol controller: reconcile declared with running state (one active, the rest standby)."""
+
+    tick: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="Seconds between reconciles at rest (a change wakes it at once).",
+    )
+    lease_ttl: float = Field(
+        5.0, ge=0.5, le=600, description="Seconds a dead active controller holds the lease."
+    )
+    host_grace: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a host missing since the controller's view began (it took the lease, "
+        "Redis came back) may take to heartbeat before it is dead.",
+    )
+    events_capacity: int = Field(
+        1000, ge=10, description="Entries kept (about) on the event stream."
+    )

@@ -1,0 +1,226 @@
+"""rcontrol's Redis side for readers and for the declaring commands.
+
+``read_snapshot`` reads everything a reconcile or ``rcontrol status`` needs in two pipelined round
+trips. ``apply``, ``scale`` and ``delete`` change the declarations, each in one atomic step that
+also logs the change and wakes the controller. The controller's own (fenced) steps are in
+``fence.py``; the agents' writes in ``agent.py``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from mpush.connection import AnyRedis, load_lua, reply_text
+from mpush.errors import ConfigError
+from mpush.keys import RcontrolKeys, ServiceKeys, check_same_slot
+from mpush.orchestration.rcontrol.events import Event
+from mpush.orchestration.rcontrol.spec import Deployment, Spec, canonical
+from mpush.orchestration.rcontrol.state import (
+    Declaration,
+    Host,
+    Placed,
+    Report,
+    Snapshot,
+    number,
+)
+
+__all__ = [
+    "Change",
+    "apply_spec",
+    "check_slots",
+    "delete_deployment",
+    "read_snapshot",
+    "scale_deployment",
+]
+
+
+def check_slots(keys: RcontrolKeys) -> None:
+    """On a Redis Cluster, rcontrol's steps need all its keys in one slot (a hash-tagged
+    namespace); ConfigError naming the keys and the fix otherwise."""
+    check_same_slot(keys.fixed, what="rcontrol")
+
+
+def _text(raw: Any) -> str:
+    return reply_text(raw)
+
+
+def _hash(raw: Any) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in (raw or {}).items()} if isinstance(raw, dict) else {}
+
+
+async def read_snapshot(redis: AnyRedis, keys: RcontrolKeys) -> Snapshot:
+    """Declarations, assignments, hosts, instance reports and labels, read now."""
+    registry = ServiceKeys(keys.namespace)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.time()
+        pipe.hmget(keys.state, ["epoch", "seq"])
+        pipe.smembers(keys.deployments)
+        pipe.hgetall(keys.assignments)
+        pipe.zrange(keys.hosts, 0, -1, withscores=True)
+        pipe.hgetall(registry.labels)
+        pipe.get(keys.lease)
+        (
+            now_raw,
+            state_raw,
+            names_raw,
+            assigned_raw,
+            hosts_raw,
+            labels_raw,
+            holder,
+        ) = await pipe.execute()
+    now = int(now_raw[0]) + int(now_raw[1]) / 1e6
+    epoch, seq = (None if value is None else _text(value) for value in state_raw)
+    names = sorted(_text(name) for name in names_raw or ())
+    assignments = {
+        instance_id: Placed.decode(instance_id, raw)
+        for instance_id, raw in sorted(_hash(assigned_raw).items())
+    }
+    seen = {_text(name): float(score) / 1000 for name, score in hosts_raw or ()}
+    host_names = sorted(
+        set(seen) | {p.assignment.host for p in assignments.values() if p.assignment is not None}
+    )
+    async with redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.hgetall(keys.deployment(name))
+        for host in host_names:
+            pipe.hgetall(keys.host(host))
+        for instance_id in assignments:
+            pipe.hgetall(keys.instance(instance_id))
+        replies = await pipe.execute() if names or host_names or assignments else []
+    declarations: dict[str, Declaration] = {}
+    for name, raw in zip(names, replies[: len(names)], strict=True):
+        declaration = Declaration.decode(name, _hash(raw))
+        if declaration is not None:
+            declarations[name] = declaration
+    offset = len(names)
+    hosts = {
+        host: Host.decode(host, _hash(raw), seen.get(host))
+        for host, raw in zip(host_names, replies[offset : offset + len(host_names)], strict=True)
+    }
+    offset += len(host_names)
+    reports: dict[str, Report] = {}
+    for instance_id, raw in zip(assignments, replies[offset:], strict=True):
+        report = Report.decode(instance_id, _hash(raw))
+        if report is not None:
+            reports[instance_id] = report
+    return Snapshot(
+        now=now,
+        epoch=epoch,
+        seq=int(number(seq, 0)),
+        declarations=declarations,
+        assignments=assignments,
+        hosts=hosts,
+        reports=reports,
+        labels=_hash(labels_raw),
+        holder="" if holder is None else _text(holder),
+    )
+
+
+@dataclass(frozen=True)
+class Change:
+    """What ``apply`` does to one deployment: ``created``, ``changed`` (with how) or
+    ``unchanged``."""
+
+    name: str
+    kind: str
+    detail: str = ""
+
+    def line(self) -> str:
+        return f"deployment {self.name}: {self.kind}" + (f" ({self.detail})" if self.detail else "")
+
+
+def _differences(old: Declaration, new: Deployment) -> list[str]:
+    found = []
+    if old.replicas != new.replicas:
+        found.append(f"replicas {old.replicas} -> {new.replicas}")
+    before = old.deployment
+    for name in ("standby", "max_surge"):
+        if getattr(before, name) != getattr(new, name):
+            found.append(f"{name} {getattr(before, name)} -> {getattr(new, name)}")
+    if before.labels != new.labels:
+        found.append(f"labels {before.labels or '{}'} -> {new.labels or '{}'}")
+    if old.release != new.release:
+        found.append(f"release {old.release} -> {new.release} ({new.run.describe()})")
+    return found
+
+
+async def apply_spec(
+    redis: AnyRedis,
+    keys: RcontrolKeys,
+    spec: Spec,
+    *,
+    by: str,
+    capacity: int = 1000,
+    dry_run: bool = False,
+) -> list[Change]:
+    """Declare every deployment of ``spec`` in one transaction; what changed, deployment by
+    deployment. Idempotent: an unchanged deployment is not written at all."""
+    names = sorted(spec.deployments)
+    async with redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.hgetall(keys.deployment(name))
+        current = await pipe.execute() if names else []
+    changes: list[Change] = []
+    writes: list[tuple[str, Deployment, str]] = []
+    for name, raw in zip(names, current, strict=True):
+        new = spec.deployments[name]
+        old = Declaration.decode(name, _hash(raw)) if raw else None
+        if old is None:
+            changes.append(Change(name, "created", f"{new.replicas} × {new.run.describe()}"))
+            writes.append((name, new, "created"))
+            continue
+        differences = _differences(old, new)
+        if not differences and old.spec == canonical(new):
+            changes.append(Change(name, "unchanged"))
+            continue
+        detail = ", ".join(differences) or "declaration rewritten"
+        changes.append(Change(name, "changed", detail))
+        writes.append((name, new, detail))
+    if writes and not dry_run:
+        async with redis.pipeline(transaction=True) as pipe:
+            for name, new, detail in writes:
+                pipe.sadd(keys.deployments, name)
+                pipe.hset(
+                    keys.deployment(name),
+                    mapping={
+                        "spec": canonical(new),
+                        "replicas": str(new.replicas),
+                        "release": new.release,
+                        "applied": f"{time.time():.3f}",
+                    },
+                )
+                pipe.hincrby(keys.deployment(name), "generation", 1)
+                event = Event("apply", deployment=name, why=detail, by=by)
+                pipe.xadd(keys.events, event.fields(), maxlen=capacity, approximate=True)  # type: ignore[arg-type]
+            pipe.lpush(keys.wake, "1")
+            pipe.ltrim(keys.wake, 0, 0)
+            pipe.pexpire(keys.wake, 60_000)
+            await pipe.execute()
+    return changes
+
+
+async def scale_deployment(
+    redis: AnyRedis, keys: RcontrolKeys, name: str, replicas: int, *, by: str, capacity: int = 1000
+) -> tuple[bool, int]:
+    """Set ``name``'s replicas; (changed, the replicas before). ConfigError if not declared."""
+    script = redis.register_script(load_lua("rcontrol_scale"))
+    status, old = await script(
+        keys=[keys.deployment(name), keys.events, keys.wake], args=[replicas, capacity, by, name]
+    )
+    if int(status) < 0:
+        raise ConfigError("name", f"no deployment {name!r} is declared in {keys.namespace}")
+    return int(status) == 1, int(_text(old) or 0)
+
+
+async def delete_deployment(
+    redis: AnyRedis, keys: RcontrolKeys, name: str, *, by: str, capacity: int = 1000
+) -> bool:
+    """Remove ``name``'s declaration; False when it was not declared."""
+    script = redis.register_script(load_lua("rcontrol_delete"))
+    done = await script(
+        keys=[keys.deployments, keys.deployment(name), keys.events, keys.wake],
+        args=[name, capacity, by],
+    )
+    return int(done) == 1
