@@ -120,10 +120,19 @@ class Child:
         *,
         env: Mapping[str, str] | None = None,
         preexec: Callable[[], None] | None = None,
-        cwd: Path | None = None,
     ) -> None:
-        """Start the program in a process group of its own, its output appended to its log."""
+        """Start the program in a process group of its own, its output appended to its log.
+
+        The group is made in the child before exec (``setpgid``), which every event loop
+        supports (uvloop has no ``process_group``).
+        """
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+
+        def in_own_group() -> None:
+            os.setpgid(0, 0)
+            if preexec is not None:
+                preexec()
+
         with self.log_path.open("ab") as out:
             self.process = await asyncio.create_subprocess_exec(
                 *self.spec.argv,
@@ -131,9 +140,7 @@ class Child:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=None if env is None else dict(env),
-                cwd=cwd,
-                process_group=0,
-                preexec_fn=preexec,
+                preexec_fn=in_own_group,
             )
         self.started = time.monotonic()
 
@@ -193,10 +200,16 @@ class Child:
 
 
 def last_line(path: Path, tail: int = 4096) -> str:
-    """The last line a child wrote to its log (where a failure usually says why)."""
+    """The last line a child wrote to its log (where a failure usually says why); lines of
+    nothing but a frame's borders are skipped, and the borders around the text dropped."""
     with contextlib.suppress(OSError), path.open("rb") as log_file:
         log_file.seek(max(0, log_file.seek(0, os.SEEK_END) - tail))
         lines = log_file.read().decode(errors="replace").strip().splitlines()
-        if lines:
-            return lines[-1]
+        for line in reversed(lines):
+            text = line.strip(_FRAME)
+            if any(char.isalnum() for char in text):
+                return text
     return ""
+
+
+_FRAME = " \t│║┃╭╮╰╯─━═┌┐└┘"

@@ -121,7 +121,7 @@ class Instance:
             "RCONTROL_DEPLOYMENT": self.assignment.deployment,
             "RCONTROL_HOST": launch.host,
         }
-        await self.child.spawn(env=env, preexec=launch.preexec, cwd=launch.work_dir)
+        await self.child.spawn(env=env, preexec=launch.preexec)
         self.restart_at = None
         self.service_id = ""
         self._set(State.STARTING)
