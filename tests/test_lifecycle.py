@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 
@@ -12,6 +13,7 @@ from mpush.connection import connect, parse_redis_url
 from mpush.errors import FencedError
 from mpush.keys import ServiceKeys
 from mpush.runtime.lifecycle import Lifecycle, LifecyclePolicy
+from mpush.runtime.shutdown import Shutdown
 from tests.conftest import RedisEnv
 from tests.helpers import ServiceProcess, Spawner, wait_until
 
@@ -147,5 +149,36 @@ async def test_a_renewal_whose_reply_was_lost_is_still_ours(redis_env: RedisEnv)
         redis_env.client.hset(lifecycle.key, "renewed", "someone-else")
         with pytest.raises(FencedError):
             await lifecycle.renew()
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("outlive", [True, False], ids=["outlives", "obeys"])
+async def test_a_registry_lost_with_redis_data(standalone_env: RedisEnv, outlive: bool) -> None:
+    """With outlive_data_loss (rcontrol's agents and controllers), a registration that vanished
+    with the whole registry is made again; a DEL of it still stops the instance. Without it
+    (every other service), both stop the instance."""
+    client = connect(parse_redis_url(standalone_env.url))
+    policy = LifecyclePolicy(check=0.05, outlive_data_loss=outlive)
+    lifecycle = Lifecycle(client, KEYS, service="agent", info={}, policy=policy)
+    shutdown = Shutdown()
+    try:
+        await lifecycle.register()
+        standalone_env.client.set(KEYS.counter, 5)  # other instances came and went
+        watching = asyncio.create_task(lifecycle.watch(shutdown))
+        standalone_env.client.flushall()
+        if not outlive:
+            await asyncio.wait_for(shutdown.wait(), 5)
+            assert "remote shutdown" in (shutdown.reason or "")
+            return
+        async with asyncio.timeout(5):
+            while not standalone_env.client.exists(KEYS.instance(1)):  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        assert not shutdown.requested
+        assert lifecycle.instance_id == 1
+        standalone_env.client.delete(KEYS.instance(1))  # the counter says 1: a real DEL
+        await asyncio.wait_for(shutdown.wait(), 5)
+        assert "remote shutdown" in (shutdown.reason or "")
+        await watching
     finally:
         await client.aclose()

@@ -12,6 +12,8 @@ label     with a label (--service-label): the hash gets `label`, and <ns>:servic
 standby   with --standby: the hash gets standby=1 and the instance BLPOPs <ns>:service:<id>:activate
           until something is pushed there; then standby=0, activated=<Redis TIME>, and it works.
 deregister on a clean stop: DEL the hash, LREM the id, drop its label entry (if still its own).
+data loss with outlive_data_loss (rcontrol's agents and controllers): a registration that vanished
+          with the id counter (Redis lost its data, it was not a DEL) is made again, not obeyed.
 
 Each step touches one key at a time (or one key atomically), so it works on Redis Cluster whatever
 the namespace hashes to.
@@ -49,6 +51,10 @@ class LifecyclePolicy:
     renew: float = 15.0
     check: float = 1.0
     capacity: int = 100
+    # Register again, instead of stopping, when the registration vanished because Redis lost its
+    # data (the id counter is gone, or behind our id): for the processes that keep the others
+    # running (rcontrol's agents and controllers), which must outlive a Redis that lost its data.
+    outlive_data_loss: bool = False
 
 
 class Lifecycle:
@@ -216,8 +222,14 @@ class Lifecycle:
                 renew_at = loop.time() + self._policy.renew
             else:
                 alive = await self.exists()
-            if not alive:
-                shutdown.request(f"{self.key} was deleted or expired (remote shutdown)")
+            if alive:
+                return
+            if self._policy.outlive_data_loss and await self._data_lost():
+                log.warning("%s vanished with Redis's data: registering again", self.key)
+                await self.register()
+                renew_at = loop.time() + self._policy.renew
+                return
+            shutdown.request(f"{self.key} was deleted or expired (remote shutdown)")
 
         every = min(self._policy.check, self._policy.renew)
         try:
@@ -225,6 +237,15 @@ class Lifecycle:
         except FencedError as exc:
             self._fenced = True  # the key is someone else's now: never touch it again
             shutdown.request(str(exc), exit_code=Exit.FENCED)
+
+    async def _data_lost(self) -> bool:
+        """True when the id counter is gone or behind our id: Redis lost its data (a DEL of
+        the registration leaves the counter as it was)."""
+        counter = await self._redis.get(self._keys.counter)
+        try:
+            return counter is None or int(counter) < (self.instance_id or 0)
+        except ValueError:
+            return True
 
     async def deregister(self) -> None:
         """DEL our hash and LREM our id. Safe to call twice, or when never registered or fenced."""

@@ -97,7 +97,11 @@ class Context:
 
 
 class Service(Protocol):
-    """A service module's runnable: named, self-describing, checked before it registers."""
+    """A service module's runnable: named, self-describing, checked before it registers.
+
+    A service may also set ``outlive_data_loss = True`` (``LifecyclePolicy``): its registration
+    vanishing because Redis lost its data then registers it again instead of stopping it.
+    """
 
     name: str
 
@@ -198,6 +202,7 @@ class _Run:
                     renew=settings.service_renew,
                     check=settings.service_check,
                     capacity=settings.service_capacity,
+                    outlive_data_loss=getattr(self.service, "outlive_data_loss", False),
                 ),
                 outage=registry_outage,
                 label=settings.service_label,

@@ -70,6 +70,7 @@ class Agent:
     """The agent of one host (a ``runtime.runner.Service``)."""
 
     name = "rcontrol-agent"
+    outlive_data_loss = True  # a Redis that lost its data must not take the agents down
 
     def __init__(self, settings: RcontrolAgentSettings, *, environ: Mapping[str, str]) -> None:
         self.settings = settings

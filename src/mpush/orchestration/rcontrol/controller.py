@@ -58,6 +58,7 @@ class Controller:
     """One controller replica (a ``runtime.runner.Service``)."""
 
     name = "rcontrol-controller"
+    outlive_data_loss = True  # a Redis that lost its data must not take the controllers down
 
     def __init__(self, settings: RcontrolControllerSettings) -> None:
         self.settings = settings
