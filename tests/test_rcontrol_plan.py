@@ -11,6 +11,7 @@ from mpush.orchestration.rcontrol.state import (
     Declaration,
     Host,
     Placed,
+    Registration,
     Report,
     Snapshot,
     State,
@@ -246,3 +247,18 @@ def test_reports_about_an_older_placement_of_the_same_id_are_ignored() -> None:
     snap.reports["web-1"] = Report("web-1", host="a", state=State.STANDBY, placed=NOW - 5000)
     assert snap.report("web-1") is None
     assert not of(plan(snap, judge_dead=True), Activate)
+
+
+def test_a_registration_counts_before_the_agent_reports_it() -> None:
+    """The agent reports at its heartbeat; a standby's registration is enough to activate it,
+    unless it belongs to an earlier process of the instance (killed, not expired yet)."""
+    spare = placed("web-1", "a", "standby")
+    snap = snapshot([declaration(replicas=1, standby=1)], [host("a")], [(spare, State.STARTING, 0)])
+    snap.reports["web-1"] = report(spare, State.STARTING, pid=41)
+    snap.registrations["web-1"] = Registration("7", 41, standby=True)
+    assert [d.placed.id for d in of(plan(snap, judge_dead=True), Activate)] == ["web-1"]
+    snap.registrations["web-1"] = Registration("6", 40, standby=True)  # the previous process's
+    assert not of(plan(snap, judge_dead=True), Activate)
+    snap.reports["web-1"] = report(spare, State.BACKOFF, pid=None)  # the agent knows better
+    snap.registrations["web-1"] = Registration("7", 41, standby=True)
+    assert snap.state("web-1") == State.BACKOFF

@@ -137,8 +137,7 @@ class _Planner:
         return f"no heartbeat for {max(0.0, self.snap.now - found.seen):.1f}s"
 
     def _state(self, placed: Placed) -> State:
-        report = self.snap.report(placed.id)
-        return State.PENDING if report is None else report.state
+        return self.snap.state(placed.id)
 
     def _cpu(self, placed: Placed) -> float:
         report = self.snap.report(placed.id)

@@ -235,6 +235,20 @@ class Report:
         }
 
 
+@dataclass(frozen=True)
+class Registration:
+    """The registration of an instance's process, found through its label."""
+
+    service_id: str
+    pid: int | None
+    standby: bool
+
+
+# States the agent sees for itself (the process is not up): they win over a registration, which
+# may outlive a process killed with -9 until it expires.
+_AGENT_DECIDES = frozenset({State.BACKOFF, State.FAILING, State.EXITED, State.STOPPING})
+
+
 @dataclass
 class Snapshot:
     """Everything a reconcile (or ``rcontrol status``) reads at one moment (``now``: Redis time)."""
@@ -248,6 +262,23 @@ class Snapshot:
     labels: dict[str, str]  # instance id → the registration id of its running process
     seq: int = 0  # the last instance number handed out
     holder: str = ""  # "<token> <owner>" of the controller lease, if held
+    registrations: dict[str, Registration] = field(default_factory=dict)  # by instance id
+
+    def state(self, instance_id: str) -> State:
+        """What an instance is now: its agent's report, corrected by its registration.
+
+        The agent reports at its heartbeat; the registration shows at once that a process is
+        registered (ready) or waiting (standby), or was activated. A registration of another
+        process than the one reported (a previous one, killed) does not count.
+        """
+        report = self.report(instance_id)
+        state = State.PENDING if report is None else report.state
+        registration = self.registrations.get(instance_id)
+        if registration is None or state in _AGENT_DECIDES:
+            return state
+        if report is not None and report.pid is not None and report.pid != registration.pid:
+            return state
+        return State.STANDBY if registration.standby else State.READY
 
     def report(self, instance_id: str) -> Report | None:
         """The report about the current placement of ``instance_id`` (not an older one's)."""

@@ -21,6 +21,7 @@ from mpush.orchestration.rcontrol.state import (
     Declaration,
     Host,
     Placed,
+    Registration,
     Report,
     Snapshot,
     number,
@@ -44,6 +45,10 @@ def check_slots(keys: RcontrolKeys) -> None:
 
 def _text(raw: Any) -> str:
     return reply_text(raw)
+
+
+def _integer(text: str) -> int | None:
+    return int(text) if text.isdigit() else None
 
 
 def _hash(raw: Any) -> dict[str, str]:
@@ -81,6 +86,8 @@ async def read_snapshot(redis: AnyRedis, keys: RcontrolKeys) -> Snapshot:
     host_names = sorted(
         set(seen) | {p.assignment.host for p in assignments.values() if p.assignment is not None}
     )
+    labels = _hash(labels_raw)
+    labelled = [(iid, labels[iid]) for iid in assignments if iid in labels]
     async with redis.pipeline(transaction=False) as pipe:
         for name in names:
             pipe.hgetall(keys.deployment(name))
@@ -88,6 +95,8 @@ async def read_snapshot(redis: AnyRedis, keys: RcontrolKeys) -> Snapshot:
             pipe.hgetall(keys.host(host))
         for instance_id in assignments:
             pipe.hgetall(keys.instance(instance_id))
+        for _, service_id in labelled:
+            pipe.hmget(registry.instance(service_id), ["pid", "standby"])
         replies = await pipe.execute() if names or host_names or assignments else []
     declarations: dict[str, Declaration] = {}
     for name, raw in zip(names, replies[: len(names)], strict=True):
@@ -101,10 +110,19 @@ async def read_snapshot(redis: AnyRedis, keys: RcontrolKeys) -> Snapshot:
     }
     offset += len(host_names)
     reports: dict[str, Report] = {}
-    for instance_id, raw in zip(assignments, replies[offset:], strict=True):
+    for instance_id, raw in zip(
+        assignments, replies[offset : offset + len(assignments)], strict=True
+    ):
         report = Report.decode(instance_id, _hash(raw))
         if report is not None:
             reports[instance_id] = report
+    offset += len(assignments)
+    registrations: dict[str, Registration] = {}
+    for (instance_id, service_id), (pid, standby) in zip(labelled, replies[offset:], strict=True):
+        if pid is not None:  # the registration exists
+            registrations[instance_id] = Registration(
+                service_id, _integer(_text(pid)), _text(standby or "") == "1"
+            )
     return Snapshot(
         now=now,
         epoch=epoch,
@@ -113,7 +131,8 @@ async def read_snapshot(redis: AnyRedis, keys: RcontrolKeys) -> Snapshot:
         assignments=assignments,
         hosts=hosts,
         reports=reports,
-        labels=_hash(labels_raw),
+        labels=labels,
+        registrations=registrations,
         holder="" if holder is None else _text(holder),
     )
 

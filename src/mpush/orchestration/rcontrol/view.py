@@ -50,7 +50,7 @@ def status_view(snapshot: Snapshot, namespace: str, events: list[Event] | None) 
             continue
         report = snapshot.report(instance_id)
         host = snapshot.hosts.get(a.host)
-        state = State.PENDING if report is None else report.state
+        state = snapshot.state(instance_id)
         if host is None or not host.alive:
             state = State.LOST
         assigned[a.host] += 1
