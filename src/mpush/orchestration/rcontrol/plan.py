@@ -117,7 +117,7 @@ class _Planner:
                 self.decisions.append(Retire(placed, "reschedule", why))
                 if a.host not in noted:
                     noted.add(a.host)
-                    self.decisions.append(Note("host-dead", f"dead:{a.host}", why, host=a.host))
+                    self.decisions.append(Note("host-dead", f"dead {a.host}", why, host=a.host))
             else:
                 self.load[a.host] += 1
                 self.spread[(a.deployment, a.host)] += 1
@@ -259,7 +259,7 @@ class _Planner:
             self.decisions.append(
                 Note(
                     "unschedulable",
-                    f"unschedulable:{name}:{role}",
+                    f"unschedulable {name} {role}",
                     f"{why}: no live host{wanted} has free capacity",
                     deployment=name,
                 )
@@ -309,7 +309,7 @@ class _Planner:
         self.decisions.append(
             Note(
                 "give-up",
-                f"give-up:{placed.id}:{report.state.value}:{report.placed}",
+                f"give-up {placed.id} {report.state.value} {report.placed}",
                 why,
                 deployment=name,
                 instance=placed.id,
