@@ -112,6 +112,10 @@ replicas = 1
 [deployments.broken]
 command = ["python3", "-c", "import sys; print('config: port: bad'); sys.exit(2)"]
 replicas = 1
+
+[deployments.missing]
+command = ["/nonexistent/program"]
+replicas = 1
 """
 
 
@@ -128,6 +132,7 @@ def test_a_crash_loop_is_backed_off_and_reported_the_rest_unaffected(rig: Rig) -
 
     crash = next(i for i, a in rig.assignments().items() if a["deployment"] == "crash")
     broken = next(i for i, a in rig.assignments().items() if a["deployment"] == "broken")
+    missing = next(i for i, a in rig.assignments().items() if a["deployment"] == "missing")
     wait_until(lambda: state(crash).get("state") == "failing", message="crash reported failing")
     wait_until(lambda: state(broken).get("state") == "exited", message="broken reported exited")
     began, restarts = time.monotonic(), int(state(crash)["restarts"])
@@ -145,6 +150,10 @@ def test_a_crash_loop_is_backed_off_and_reported_the_rest_unaffected(rig: Rig) -
     # the crash loop costs no more instances, and the steady deployment never noticed
     assert len([a for a in rig.assignments().values() if a["deployment"] == "crash"]) == 1
     assert {r["label"]: r["pid"] for r in rig.running()} == steady
+    # a program that cannot even be started is backed off the same way; the agents live on
+    wait_until(lambda: "cannot start" in state(missing).get("reason", ""), message="missing")
+    assert "No such file or directory" in state(missing)["reason"]
+    assert all(agent.alive for agent in rig.agents.values())
 
 
 BAD_SETTING = """

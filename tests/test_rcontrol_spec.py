@@ -45,7 +45,7 @@ def test_a_good_file() -> None:
     pipe, tick = spec.deployments["pipe"], spec.deployments["tick"]
     assert (pipe.service, pipe.replicas, pipe.standby, pipe.labels) == ("lpush", 2, 1, {"zone": "a"})
     assert (tick.replicas, tick.standby, tick.max_surge) == (1, 0, 0)
-    assert tick.run.describe() == "python3 -c import time; time.sleep(60)"
+    assert tick.run.describe() == "python3 -c 'import time; time.sleep(60)'"
 
 
 def test_the_release_names_what_runs_and_nothing_else() -> None:

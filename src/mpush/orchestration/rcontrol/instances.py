@@ -66,6 +66,7 @@ class Instance:
             backoff=Backoff(policy.first_delay, policy.max_delay),
         )
         self.state = State.PENDING
+        self.starts = 0  # processes started (or tried) for this placement
         self.since = time.time()
         self.code: int | None = None
         self.reason = ""
@@ -105,28 +106,45 @@ class Instance:
         return argv
 
     async def start(self, changed: asyncio.Event) -> None:
-        """Start (or restart) the process; ``changed`` is set when it exits."""
+        """Start (or restart) the process; ``changed`` is set when it exits. A program that
+        cannot be started (not found, not executable) is backed off and retried like a crash."""
         launch = self._launch
-        launch.work_dir.mkdir(parents=True, exist_ok=True)
-        self.child = Child(
-            ChildSpec(self.id, self.argv()),
-            self.child.log_path,
-            restarts=self.child.restarts + (self.child.process is not None),
-            failures=self.child.failures,
-            backoff=self.child.backoff,
-        )
         env = {
             **launch.env,
             "RCONTROL_INSTANCE": self.id,
             "RCONTROL_DEPLOYMENT": self.assignment.deployment,
             "RCONTROL_HOST": launch.host,
         }
-        await self.child.spawn(env=env, preexec=launch.preexec)
+        self.starts += 1
+        try:
+            launch.work_dir.mkdir(parents=True, exist_ok=True)
+            child = Child(
+                ChildSpec(self.id, self.argv()),
+                self.child.log_path,
+                failures=self.child.failures,
+                backoff=self.child.backoff,
+            )
+            await child.spawn(env=env, preexec=launch.preexec)
+        except OSError as exc:
+            self._cannot_start(exc)
+            return
+        self.child = child
         self.restart_at = None
         self.service_id = ""
         self._set(State.STARTING)
         log.info("%s started (pid %s): %s", self.id, self.child.pid, self.assignment.run.describe())
         self._waiter = asyncio.create_task(self._wait(changed))
+
+    def _cannot_start(self, exc: OSError) -> None:
+        child = self.child
+        child.failures += 1
+        delay = child.backoff.next_delay()
+        self.restart_at = time.monotonic() + delay
+        self.code = None
+        self.reason = f"cannot start: {exc}"
+        failing = child.failures > self._launch.policy.give_up_after
+        self._set(State.FAILING if failing else State.BACKOFF)
+        log.error("%s %s; trying again in %.2fs", self.id, self.reason, delay)
 
     async def _wait(self, changed: asyncio.Event) -> None:
         process = self.child.process
@@ -209,7 +227,7 @@ class Instance:
             role=self.assignment.role,
             release=self.assignment.release,
             deployment=self.assignment.deployment,
-            restarts=self.child.restarts,
+            restarts=max(0, self.starts - 1),
             cpu=self.cpu_share,
             code=self.code,
             reason=self.reason,

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shlex
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -78,8 +79,9 @@ class Run(BaseModel):
     command: list[str] | None = None
 
     def describe(self) -> str:
+        """One line: ``mpush lpush``, or the command as a shell would take it."""
         if self.command is not None:
-            return " ".join(self.command)
+            return shlex.join(self.command).replace("\n", "\\n")
         return f"mpush {self.service}"
 
     @property
