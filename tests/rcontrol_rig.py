@@ -75,8 +75,9 @@ class Rig:
 
     def wait_up(self, *hosts: str) -> None:
         wait_until(
-            lambda: all(self.client.exists(KEYS.host(h)) for h in hosts)
-            and self.client.get(KEYS.lease),
+            lambda: (
+                all(self.client.exists(KEYS.host(h)) for h in hosts) and self.client.get(KEYS.lease)
+            ),
             timeout=30,
             message=lambda: f"agents {hosts} and a controller up:\n{self.logs()}",
         )
@@ -137,8 +138,10 @@ class Rig:
             lambda: len(self.running(deployment)) == count,
             timeout=timeout,
             interval=0.05,
-            message=lambda: f"{count} running instances of {deployment} "
-            f"(now {len(self.running(deployment))}):\n{self.logs()}",
+            message=lambda: (
+                f"{count} running instances of {deployment} "
+                f"(now {len(self.running(deployment))}):\n{self.logs()}"
+            ),
         )
 
 

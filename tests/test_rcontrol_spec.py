@@ -43,7 +43,8 @@ def test_a_good_file() -> None:
     spec = parse_spec(tomllib.loads(GOOD))
     check_settings(spec, namespace="{t}:rc", redis="redis://127.0.0.1:1/0")
     pipe, tick = spec.deployments["pipe"], spec.deployments["tick"]
-    assert (pipe.service, pipe.replicas, pipe.standby, pipe.labels) == ("lpush", 2, 1, {"zone": "a"})
+    assert (pipe.service, pipe.replicas, pipe.standby) == ("lpush", 2, 1)
+    assert pipe.labels == {"zone": "a"}
     assert (tick.replicas, tick.standby, tick.max_surge) == (1, 0, 0)
     assert tick.run.describe() == "python3 -c 'import time; time.sleep(60)'"
 
@@ -64,19 +65,22 @@ def test_the_release_names_what_runs_and_nothing_else() -> None:
     [
         (
             '[deployments.web]\nservice = "lpush"\nreplicas = -1\n',
-            "config: deployments.web.replicas: Input should be greater than or equal to 0 "
-            "(got -1)",
+            "config: deployments.web.replicas: Input should be greater than or equal to 0 (got -1)",
         ),
         ('[deployments.web]\nservice = "lpush"\nreplica = 2\n', "deployments.web.replica"),
         ('[deployments.Web_1]\nservice = "lpush"\n', "config: deployments.Web_1: a deployment"),
         ('[deployments.web]\nservice = "nope"\n', "deployments.web.service: 'nope' is not"),
-        ('[deployments.web]\nreplicas = 1\n', "deployments.web.service: give exactly one"),
-        ('[deployments.web]\ncommand = []\n', "deployments.web.command: give the program"),
+        ("[deployments.web]\nreplicas = 1\n", "deployments.web.service: give exactly one"),
+        ("[deployments.web]\ncommand = []\n", "deployments.web.command: give the program"),
         ('[deployments.web]\ncommand = ["x"]\nstandby = 1\n', "deployments.web.standby: only"),
-        ('[deployments.web]\ncommand = ["x"]\n[deployments.web.settings]\nbatch = 1\n',
-         "deployments.web.settings: only a service has settings"),  # fmt: skip
-        ('[deployments.web]\nservice = "lpush"\nlabels = {zone = "a b"}\n',
-         "deployments.web.labels.zone"),  # fmt: skip
+        (
+            '[deployments.web]\ncommand = ["x"]\n[deployments.web.settings]\nbatch = 1\n',
+            "deployments.web.settings: only a service has settings",
+        ),
+        (
+            '[deployments.web]\nservice = "lpush"\nlabels = {zone = "a b"}\n',
+            "deployments.web.labels.zone",
+        ),
         ("[releases]\nx = 1\n", "config: releases: unknown key"),
         (
             '[deployments.web]\nservice = "lpush"\n[deployments.web.settings]\n'
