@@ -53,6 +53,10 @@ def test_scale_1_4_1_spread_over_both_hosts(rig: Rig) -> None:
     assert rig.client.brpop(["{rc}:out"], timeout=5) == ("{rc}:out", "hello")
     view = rig.status()
     (deployment,) = view["deployments"]
+    # the shape the JSON promises (more fields are allowed)
+    assert {"name", "desired", "ready", "standby", "instances"} <= deployment.keys()
+    assert {"id", "host", "pid", "state"} <= deployment["instances"][0].keys()
+    assert {"name", "alive", "capacity", "running"} <= view["hosts"][0].keys()
     assert (deployment["desired"], deployment["ready"]) == (1, 1)
     assert [i["state"] for i in deployment["instances"]] == ["ready"]
     assert {h["name"]: h["alive"] for h in view["hosts"]} == {"a": True, "b": True}

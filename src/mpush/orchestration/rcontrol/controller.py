@@ -71,6 +71,7 @@ class Controller:
         self._noted: set[str] = set()
         self._pushed: dict[str, float] = {}  # instance id → when its activation was last pushed
         self._view_since: float | None = None  # loop time since which reads never failed
+        self._capacity = settings.events_capacity
 
     def registry_info(self) -> Mapping[str, str]:
         return {"rcontrol": "controller"}
@@ -110,6 +111,8 @@ class Controller:
                 await self._lead(ctx, lease, state.token)
             except FencedError as exc:
                 log.warning("standing down: %s", exc)
+            except Stopped:
+                return
             finally:
                 if ctx.shutdown.requested:
                     await self._release(lease)
@@ -127,7 +130,7 @@ class Controller:
 
     async def _lead(self, ctx: Context, lease: Lease, token: int) -> None:
         redis = ctx.redis
-        epoch = await retrying(lambda: self._epoch(redis), outage=ctx.outage)
+        epoch = await retrying(lambda: self._epoch(redis), outage=ctx.outage, shutdown=ctx.shutdown)
         fence = Fence(
             redis,
             self.keys,
@@ -143,18 +146,12 @@ class Controller:
         waker = asyncio.create_task(self._wake_loop(ctx, changed, lost))
         loop = asyncio.get_running_loop()
         try:
-            if self.epoch is not None and epoch != self.epoch and self.declared:
-                restored = await fence.restore(list(self.declared.values()), self.seq)
-                log.warning("Redis lost its data: declared %d deployments again", restored)
-            self.epoch = epoch
-            self._noted.clear()
-            self._view_since = loop.time()
-            await record(
-                redis,
-                self.keys,
-                Event("lead", why=f"token {token}, epoch {epoch}", by=fence.by),
-                self.settings.events_capacity,
+            await retrying(
+                lambda: self._begin(redis, fence, epoch),
+                outage=ctx.outage,
+                shutdown=ctx.shutdown,
             )
+            self._view_since = loop.time()
             log.info("leading with token %d (epoch %s)", token, epoch)
 
             def blind(_: TransientError) -> None:
@@ -179,6 +176,16 @@ class Controller:
             for task in (holder, waker):
                 task.cancel()
             await asyncio.gather(holder, waker, return_exceptions=True)
+
+    async def _begin(self, redis: AnyRedis, fence: Fence, epoch: str) -> None:
+        """Declare again what a Redis that lost its data forgot (a new epoch); log the lead."""
+        if self.epoch is not None and epoch != self.epoch and self.declared:
+            restored = await fence.restore(list(self.declared.values()), self.seq)
+            log.warning("Redis lost its data: declared %d deployments again", restored)
+        self.epoch = epoch
+        self._noted.clear()
+        why = f"token {fence.token}, epoch {epoch}"
+        await record(redis, self.keys, Event("lead", why=why, by=fence.by), self._capacity)
 
     async def _wake_loop(self, ctx: Context, changed: asyncio.Event, lost: asyncio.Event) -> None:
         wait: Any = self.settings.pop_timeout  # the client's socket timeout outlasts it
@@ -215,8 +222,8 @@ class Controller:
                     placed=snapshot.now + (loop.time() - began),
                 )
                 instance_id = await fence.place(assignment, why=decision.why)
-                log.info("placed %s (%s) on %s: %s", instance_id, decision.role, decision.host,
-                         decision.why)  # fmt: skip
+                where = f"{instance_id} ({decision.role}) on {decision.host}"
+                log.info("placed %s: %s", where, decision.why)
             elif isinstance(decision, Activate):
                 await self._activate(fence, decision, loop.time())
             elif isinstance(decision, Retire):
@@ -238,7 +245,7 @@ class Controller:
 
     async def _note(self, redis: AnyRedis, note: Note, by: str) -> None:
         event = Event(note.kind, note.deployment, note.instance, note.host, note.why, by)
-        await record(redis, self.keys, event, self.settings.events_capacity)
+        await record(redis, self.keys, event, self._capacity)
         log.warning("%s: %s", note.kind, note.why)
 
     def _remember(self, snapshot: Snapshot) -> None:
