@@ -17,6 +17,7 @@ from mpush.orchestration.rcontrol.spec import parse_spec
 from mpush.orchestration.rcontrol.state import Assignment
 from mpush.orchestration.rcontrol.store import (
     apply_spec,
+    check_slots,
     delete_deployment,
     read_snapshot,
     scale_deployment,
@@ -42,6 +43,20 @@ async def redis(standalone_env: RedisEnv) -> AsyncIterator[AnyRedis]:
     await client.aclose()
 
 
+@pytest.fixture
+async def either(redis_env: RedisEnv) -> AsyncIterator[tuple[AnyRedis, RedisEnv]]:
+    """A client of standalone Redis, then of a Redis Cluster (the namespace is hash-tagged)."""
+    client = connect(parse_redis_url(redis_env.url, cluster=redis_env.is_cluster))
+    yield client, redis_env
+    await client.aclose()
+
+
+def test_on_a_cluster_the_namespace_needs_a_hash_tag() -> None:
+    check_slots(KEYS)  # {rc}:s: one slot
+    with pytest.raises(ConfigError, match="one Redis Cluster hash slot"):
+        check_slots(RcontrolKeys("web"))
+
+
 async def lead(redis: AnyRedis, owner: str) -> Fence:
     """Take the lease as ``owner`` (expiring any holder first) and return its fence."""
     await redis.delete(KEYS.lease)
@@ -62,8 +77,9 @@ def assignment(host: str = "a", role: str = "active", token: int = 1) -> Assignm
 
 
 async def test_a_stale_controller_can_never_assign(
-    redis: AnyRedis, standalone_env: RedisEnv
+    either: tuple[AnyRedis, RedisEnv],
 ) -> None:
+    redis, standalone_env = either
     old = await lead(redis, "old")
     first = await old.place(assignment(), why="first")
     assert first == "web-1"
@@ -85,9 +101,10 @@ async def test_a_stale_controller_can_never_assign(
 
 
 async def test_activate_and_retire_do_what_they_say(
-    redis: AnyRedis, standalone_env: RedisEnv
+    either: tuple[AnyRedis, RedisEnv],
 ) -> None:
-    sync = standalone_env.client
+    redis, env = either
+    sync = env.client
     fence = await lead(redis, "c")
     spare = await fence.place(assignment(role="standby"), why="pool")
     assert sync.lrange(KEYS.host_wake("a"), 0, -1) == ["1"], "the agent is woken"
@@ -117,8 +134,9 @@ async def test_activate_and_retire_do_what_they_say(
     assert kinds == [("place", "pool"), ("activate", "up"), ("retire", "down")]
 
 
-async def test_apply_scale_delete(redis: AnyRedis, standalone_env: RedisEnv) -> None:
-    sync = standalone_env.client
+async def test_apply_scale_delete(either: tuple[AnyRedis, RedisEnv]) -> None:
+    redis, env = either
+    sync = env.client
     changes = await apply_spec(redis, KEYS, SPEC, by="test")
     assert [c.line() for c in changes] == ["deployment web: created (2 × mpush lpush)"]
     assert sync.lrange(KEYS.wake, 0, -1) == ["1"]

@@ -1,9 +1,9 @@
 """rcontrol's Redis side for readers and for the declaring commands.
 
-``read_snapshot`` reads everything a reconcile or ``rcontrol status`` needs in two pipelined round
-trips. ``apply``, ``scale`` and ``delete`` change the declarations, each in one atomic step that
-also logs the change and wakes the controller. The controller's own (fenced) steps are in
-``fence.py``; the agents' writes in ``agent.py``.
+``read_snapshot`` reads everything a reconcile or ``rcontrol status`` needs: the Redis time, then
+two pipelined round trips. ``apply``, ``scale`` and ``delete`` change the declarations, each in one
+atomic step that also logs the change and wakes the controller. The controller's own (fenced)
+steps are in ``fence.py``; the agents' writes in ``agent.py``.
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ def _hash(raw: Any) -> dict[str, str]:
 async def read_snapshot(redis: AnyRedis, keys: RcontrolKeys) -> Snapshot:
     """Declarations, assignments, hosts, instance reports and labels, read now."""
     registry = ServiceKeys(keys.namespace)
+    now_raw = await redis.time()  # not in the pipeline: a Cluster pipeline refuses TIME
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.time()
         pipe.hmget(keys.state, ["epoch", "seq"])
         pipe.smembers(keys.deployments)
         pipe.hgetall(keys.assignments)
@@ -67,7 +67,6 @@ async def read_snapshot(redis: AnyRedis, keys: RcontrolKeys) -> Snapshot:
         pipe.hgetall(registry.labels)
         pipe.get(keys.lease)
         (
-            now_raw,
             state_raw,
             names_raw,
             assigned_raw,
