@@ -8,11 +8,11 @@ makes (``fence.py``).
 
 While it leads, the controller reconciles on every push to ``NS:rcontrol:wake`` (a command
 changed a declaration, an agent reported a new state) and at least every ``tick`` seconds: it
-reads the whole state in two pipelined round trips, plans (``plan.py``) and applies each decision
-as one fenced step, logged on the event stream. After any failure it reads again and plans afresh
-rather than retrying a step. A host is judged dead only once the controller has watched Redis
-without a break for ``host_grace`` seconds (after taking the lease, or after an outage, heartbeats
-need time to come back).
+reads the whole state (the Redis time, two pipelined round trips), plans (``plan.py``) and
+applies each decision as one fenced step, logged on the event stream. After any failure it reads
+again and plans afresh rather than retrying a step. A host is judged dead only once the
+controller has watched Redis without a break for ``host_grace`` seconds (after taking the lease,
+or after an outage, heartbeats need time to come back).
 
 If Redis comes back without its data (a new epoch), the controller stands down, takes the lease
 again, and declares again the deployments it last read (``restore``), above the last instance
