@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mpush.config.base import CommonSettings, LpushSettings, MonitorSettings, MpushSettings
+from mpush.config.exporter import ExporterSettings
 from mpush.config.http import (
     DispatchSettings,
     FilerSettings,
@@ -54,6 +55,7 @@ SERVICES: dict[str, ServiceEntry] = dict(
         _one("hfiler", FilerSettings),
         _one("rquery", QuerySettings),
         _one("hrender", RenderSettings),
+        _one("exporter", ExporterSettings),
         ("ndeploy", ServiceEntry(("ndeploy", "serve"), NdeployServeSettings)),
     ]
 )
