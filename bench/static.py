@@ -11,9 +11,14 @@ In one run, with wrk at ``--connections`` connections fetching one 1 KiB file:
                 default, reuses hfiler's ``public`` answer for up to a second (its response
                 cache): most requests are answered by the gateway from memory;
   4. uncached:  the same with the gateway's cache off (``--cache-bytes 0``): every request
-                travels gateway → Redis → hrouter → Redis → hfiler → Redis → gateway.
+                travels gateway → Redis → hrouter → Redis → hfiler → Redis → gateway;
+  5. routed:    uncached, the gateway routing by itself (its own ``--route``, no hrouter):
+                gateway → Redis → hfiler → Redis → gateway;
+  6. redis-1, redis-2: the Redis-backed baseline, a ten-line ASGI app on uvicorn that GETs the
+                same 1 KiB from a redis-server (``apps/redis_app.py``), one worker and two.
 Prints req/s, p50/p99 and errors of each, the ratios and the targets: suite ≥ 25% of nginx's
-req/s, ≥ 2× Starlette StaticFiles; suite p99 ≤ 25 ms; and the uncached path's ratios beside them.
+req/s, ≥ 2× Starlette StaticFiles; suite p99 ≤ 25 ms; the uncached paths ≥ 1.0× the two-worker
+Redis-backed baseline.
 Needs wrk and nginx (``scripts/ensure-deps bench`` installs both).
 """
 
@@ -31,6 +36,7 @@ HERE = Path(__file__).resolve().parent
 # stand for the mpush package and the standard library's http: put bench/common there instead.
 sys.path[:] = [str(HERE / "common"), *(p for p in sys.path if Path(p or ".").resolve() != HERE)]
 
+import redis  # noqa: E402
 from wrk import Result, load, processes, wait_http  # noqa: E402
 
 from mpush.orchestration.redisserver import RedisServer, free_port  # noqa: E402
@@ -38,6 +44,7 @@ from mpush.orchestration.redisserver import RedisServer, free_port  # noqa: E402
 APPS = HERE / "apps"
 NAMESPACE = "bench:static"
 FILE = "file.txt"
+BODY_KEY = "bench:static:body"
 SIZE = 1024
 
 
@@ -45,9 +52,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument(
-        "--only", choices=["nginx", "starlette", "suite", "uncached"], action="append"
-    )
+    parser.add_argument("--only", choices=list(LABELS), action="append")
     args = parser.parse_args()
     wrk = shutil.which("wrk")
     nginx = shutil.which("nginx") or (
@@ -56,7 +61,7 @@ def main() -> int:
     if wrk is None or nginx is None:
         print("wrk and nginx are needed: scripts/ensure-deps bench", file=sys.stderr)
         return 2
-    chosen = args.only or ["nginx", "starlette", "suite", "uncached"]
+    chosen = args.only or list(LABELS)
     results: dict[str, Result] = {}
     with tempfile.TemporaryDirectory(prefix="mpush-bench-static-") as name:
         tmp = Path(name)
@@ -68,6 +73,11 @@ def main() -> int:
             "starlette": lambda: run_starlette(wrk, tmp, site, args),
             "suite": lambda: run_suite(wrk, tmp, site, args),
             "uncached": lambda: run_suite(wrk, tmp, site, args, "--cache-bytes", "0"),
+            "routed": lambda: run_suite(
+                wrk, tmp, site, args, "--cache-bytes", "0", "--route", ROUTE, router=False
+            ),
+            "redis-1": lambda: run_redis(wrk, tmp, site, args, 1),
+            "redis-2": lambda: run_redis(wrk, tmp, site, args, 2),
         }
         for label in chosen:
             results[label] = runs[label]()
@@ -120,7 +130,12 @@ def run_starlette(wrk: str, tmp: Path, site: Path, args: argparse.Namespace) -> 
         return load(wrk, port, args.connections, args.duration, f"/{FILE}")
 
 
-def run_suite(wrk: str, tmp: Path, site: Path, args: argparse.Namespace, *gateway: str) -> Result:
+ROUTE = "^/ bench:files files"
+
+
+def run_suite(
+    wrk: str, tmp: Path, site: Path, args: argparse.Namespace, *gateway: str, router: bool = True
+) -> Result:
     server = RedisServer(tmp / "redis").start()
     try:
         port = free_port()
@@ -128,9 +143,10 @@ def run_suite(wrk: str, tmp: Path, site: Path, args: argparse.Namespace, *gatewa
         common = ["--redis", server.url, "--service-namespace", NAMESPACE, "--log-level", "WARNING"]
         commands = [
             [*mpush, "hfiler", *common, "--in", "bench:files", "--root", str(site)],
-            [*mpush, "hrouter", *common, "--route", "^/ bench:files files"],
             [*mpush, "hgateway", *common, "--port", str(port), *gateway],
         ]
+        if router:
+            commands.insert(1, [*mpush, "hrouter", *common, "--route", ROUTE])
         with processes(tmp, commands):
             wait_http(port, f"/{FILE}")
             return load(wrk, port, args.connections, args.duration, f"/{FILE}")
@@ -138,13 +154,37 @@ def run_suite(wrk: str, tmp: Path, site: Path, args: argparse.Namespace, *gatewa
         server.stop()
 
 
+def run_redis(wrk: str, tmp: Path, site: Path, args: argparse.Namespace, workers: int) -> Result:
+    server = RedisServer(tmp / "redis").start()
+    try:
+        with redis.Redis.from_url(server.url) as client:
+            client.set(BODY_KEY, (site / FILE).read_bytes())
+        port = free_port()
+        command = [
+            sys.executable, "-m", "uvicorn", "redis_app:app", "--app-dir", str(APPS),
+            "--port", str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+            "--log-level", "warning", "--workers", str(workers),
+        ]  # fmt: skip
+        with processes(tmp, [command], {"BENCH_REDIS": server.url, "BENCH_KEY": BODY_KEY}):
+            wait_http(port, f"/{FILE}")
+            return load(wrk, port, args.connections, args.duration, f"/{FILE}")
+    finally:
+        server.stop()
+
+
+LABELS = {
+    "nginx": "nginx (1 worker)",
+    "starlette": "uvicorn + Starlette StaticFiles",
+    "suite": "hgateway → hrouter → hfiler",
+    "uncached": "the same, gateway cache off",
+    "routed": "hgateway (routing) → hfiler, no cache",
+    "redis-1": "uvicorn GET from Redis, 1 worker",
+    "redis-2": "uvicorn GET from Redis, 2 workers",
+}
+
+
 def report(results: dict[str, Result], connections: int) -> None:
-    labels = {
-        "nginx": "nginx (1 worker)",
-        "starlette": "uvicorn + Starlette StaticFiles",
-        "suite": "hgateway → hrouter → hfiler",
-        "uncached": "the same, gateway cache off",
-    }
+    labels = LABELS
     print(f"\n1 KiB file, {connections} connections")
     print(f"{'':34} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
     for key, result in results.items():
@@ -173,6 +213,16 @@ def report(results: dict[str, Result], connections: int) -> None:
                 shown = f"{ratio:7.1%}" if base == "nginx" else f"{ratio:7.2f}×"
                 print(f"uncached / {label + ' req/s:':15} {shown}")
         print(f"uncached p99:              {uncached.p99_ms:7.2f} ms")
+    for name in ("uncached", "routed"):
+        path = results.get(name)
+        for workers in (1, 2):
+            base = results.get(f"redis-{workers}")
+            if path is None or base is None or not base.rps:
+                continue
+            ratio = path.rps / base.rps
+            target = f"(target ≥ 1.0×)  {_ok(ratio >= 1.0)}" if workers == 2 else ""
+            label = f"{name} / Redis ASGI, {workers} worker{'s' if workers == 2 else ''}:"
+            print(f"{label:36}{ratio:6.2f}×  {target}")
 
 
 def _ok(met: bool) -> str:
