@@ -64,6 +64,29 @@ class GatewaySettings(CommonSettings):
     cache_max_entry: int = Field(
         1024 * 1024, ge=0, description="Largest answer the cache keeps, bytes."
     )
+    header_timeout: float = Field(
+        10.0, gt=0, le=3600, description="Seconds a request line and headers may take to arrive."
+    )
+    body_timeout: float = Field(
+        30.0, gt=0, le=3600, description="Seconds a body may take to arrive (and an answer to go)."
+    )
+    keepalive_timeout: float = Field(
+        5.0, gt=0, le=3600, description="Seconds an idle keep-alive connection is kept."
+    )
+    max_connections: int = Field(
+        10_000, ge=1, le=1_000_000, description="Most open client connections; more get 503."
+    )
+    max_request_line: int = Field(
+        8192, ge=256, le=1_048_576, description="Longest request line (414 beyond), bytes."
+    )
+    max_header_bytes: int = Field(
+        16384, ge=1024, le=1_048_576, description="Most header bytes (431 beyond)."
+    )
+    max_headers: int = Field(100, ge=1, le=10_000, description="Most headers (431 beyond).")
+    route: list[str] = Field(
+        default_factory=list,
+        description="A route the gateway applies itself, as hrouter's (the rest go to queue).",
+    )
 
     discoverable: ClassVar[tuple[str, ...]] = (
         "host",
@@ -80,6 +103,13 @@ class GatewaySettings(CommonSettings):
         "cache_bytes",
         "cache_max_age",
         "cache_max_entry",
+        "header_timeout",
+        "body_timeout",
+        "keepalive_timeout",
+        "max_connections",
+        "max_request_line",
+        "max_header_bytes",
+        "max_headers",
     )
 
 

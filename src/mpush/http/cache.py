@@ -70,7 +70,7 @@ class Ticket:
 
 @dataclass(slots=True, eq=False)  # compared by identity
 class _Entry:
-    pairs: Pairs  # the answer's headers, content-length included, age not
+    pairs: Pairs  # the answer's headers, without content-length (the server adds it) or age
     not_modified: Pairs  # the headers of a 304 standing for it, age not
     body: bytes
     vary: tuple[tuple[bytes, bytes | None], ...]  # the request headers it varies on, their values
@@ -107,17 +107,15 @@ class ResponseCache:
     def __len__(self) -> int:
         return sum(len(variants) for variants in self._entries.values())
 
-    def begin(self, scope: dict[str, object]) -> Ticket:
-        """The request of ``scope`` as the cache sees it (an ASGI http scope)."""
-        raw: list[tuple[bytes, bytes]] = scope["headers"]  # type: ignore[assignment]
+    def begin(self, method: str, path: bytes, query: bytes, raw: Pairs) -> Ticket:
+        """The request as the cache sees it: method, raw path and query, header pairs (names
+        lower-case)."""
         headers = dict(raw)
-        path = scope.get("raw_path") or str(scope["path"]).encode("latin-1")
-        key = (headers.get(b"host", b""), path, scope["query_string"])
-        method = str(scope["method"])
+        key = (headers.get(b"host", b""), path, query)
         if len(headers) == len(raw):
-            return Ticket(method, key, headers, self._epoch, True)  # type: ignore[arg-type]
+            return Ticket(method, key, headers, self._epoch, True)
         hosts = tuple(value for name, value in raw if name == b"host")
-        return Ticket(method, key, headers, self._epoch, False, hosts)  # type: ignore[arg-type]
+        return Ticket(method, key, headers, self._epoch, False, hosts)
 
     def lookup(self, ticket: Ticket) -> Hit | None:
         """The stored answer to this request, if there is a fresh one it may have."""
@@ -140,7 +138,7 @@ class ResponseCache:
         age = (b"age", b"%d" % (now - entry.stored))
         if _not_modified(headers, entry):
             return Hit(304, [*entry.not_modified, age], b"")
-        return Hit(200, [*entry.pairs, age], b"" if ticket.method == "HEAD" else entry.body)
+        return Hit(200, [*entry.pairs, age], entry.body)  # to HEAD the server sends no body
 
     def store(self, ticket: Ticket, status: int, pairs: Pairs, body: bytes) -> bool:
         """Keep this answer if it may be stored (see the module docstring); True if kept.

@@ -10,7 +10,11 @@ A request message, built by hgateway and pushed to the request queue::
 - ``body``: text when the bytes are UTF-8, else base64 with ``"base64": true``.
 - ``ts`` and ``deadline``: absolute times, Unix epoch seconds (floats). A handler may skip work
   whose deadline has passed: nobody waits for its answer any more.
-- ``reply``: the list the response goes to, owned by the gateway instance holding the connection.
+- ``reply``: the list the response goes to, owned by the gateway instance holding the connection:
+  a key name of 1…256 printable ASCII characters, no spaces. Handlers answer through
+  ``Writes.reply`` (``mpush.runtime.batches``), which pushes only to a reply list — an absent key
+  or a list with an expiry — and renews its expiry in the same step: a message naming any other
+  key gets no answer, and the key is left as it was.
 - hrouter adds ``"route": NAME`` and ``"params": {...}`` (the regex's named groups).
 
 A response message, pushed by a handler to ``reply`` (or to the shared response list, for mdispatch
@@ -64,6 +68,9 @@ __all__ = [
 VERSION = 1
 compact_json = orjson.dumps  # compact JSON as UTF-8 bytes, several times faster than json
 _ID_PATTERN = re.compile(rb'"id"\s*:\s*"((?:[^"\\]|\\.){1,200})"')
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 §5.6.2
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # no CTL in a field value but HTAB
+_REPLY_KEY = re.compile(r"[!-~]{1,256}")  # printable ASCII, no space
 
 
 class MessageError(ValueError):
@@ -125,6 +132,13 @@ def _text(doc: Mapping[str, Any], name: str) -> str:
     value = doc.get(name)
     if not isinstance(value, str) or not value:
         raise MessageError(f"{name}: required, a non-empty string")
+    return value
+
+
+def _reply(doc: Mapping[str, Any]) -> str:
+    value = _text(doc, "reply")
+    if not _REPLY_KEY.fullmatch(value):
+        raise MessageError("reply: a key name of 1…256 printable ASCII characters, no spaces")
     return value
 
 
@@ -212,7 +226,7 @@ class Request:
             id=_text(doc, "id"),
             method=_text(doc, "method"),
             url=_text(doc, "url"),
-            reply=_text(doc, "reply"),
+            reply=_reply(doc),
             deadline=_number(doc, "deadline"),
             ts=_number(doc, "ts", default=0.0),
             headers=_headers(doc, lists=False),
@@ -277,6 +291,30 @@ class Response:
         with _contract("response"):
             return cls.from_doc(_load(raw))
 
+    def wire_headers(self, skip: frozenset[bytes] = frozenset()) -> list[tuple[bytes, bytes]]:
+        """What a client may be sent of this answer: its headers as pairs but those named in
+        ``skip``, names lower-cased (a list repeats the header); MessageError naming the problem
+        when the status is not a final one (200…599) or a header is not one HTTP allows (a name
+        that is not a token, a value with CR, LF, NUL or another control character, text beyond
+        Latin-1)."""
+        if not 200 <= self.status <= 599:
+            raise MessageError(f"status: {self.status} is not a final status (200…599)")
+        pairs: list[tuple[bytes, bytes]] = []
+        for name, value in self.headers.items():
+            if not _TOKEN.fullmatch(name):
+                raise MessageError(f"headers: {name!r} is not a header name")
+            key = name.lower().encode("ascii")
+            if key in skip:
+                continue
+            for one in (value,) if isinstance(value, str) else value:
+                if _CONTROL.search(one):
+                    raise MessageError(f"headers.{name}: a control character in the value")
+                try:
+                    pairs.append((key, one.encode("latin-1")))
+                except UnicodeEncodeError:
+                    raise MessageError(f"headers.{name}: not Latin-1 text") from None
+        return pairs
+
     def header_pairs(self, skip: frozenset[bytes] = frozenset()) -> list[tuple[bytes, bytes]]:
         """Headers as ASGI pairs but those named in ``skip``; names lower-cased, values as given
         (a list repeats the header)."""
@@ -303,9 +341,11 @@ def encode_request(
     ts: float,
     deadline: float,
     reply: str,
+    route: str | None = None,
+    params: dict[str, str] | None = None,
 ) -> bytes:
     """A request message from its parts (what hgateway sends): ``Request.to_json`` without the
-    object in between."""
+    object in between; with ``route`` (and its ``params``) when the gateway routed it."""
     doc: dict[str, Any] = {
         "v": VERSION,
         "id": request_id,
@@ -319,6 +359,9 @@ def encode_request(
         "reply": reply,
     }
     encode_body(body, doc)
+    if route is not None:
+        doc["route"] = route
+        doc["params"] = params or {}
     return compact_json(doc)
 
 
@@ -343,7 +386,7 @@ class ReplyAddress:
         ts = doc.get("ts")
         return cls(
             id=_text(doc, "id"),
-            reply=_text(doc, "reply"),
+            reply=_reply(doc),
             deadline=_number(doc, "deadline"),
             ts=float(ts) if is_epoch(ts) else None,
         )
@@ -401,9 +444,9 @@ def answer_address(raw: bytes) -> tuple[str, str] | None:
     if not isinstance(doc, dict):
         return None
     request_id, reply = doc.get("id") or guess_id(raw), doc.get("reply")
-    if isinstance(request_id, str) and isinstance(reply, str) and request_id and reply:
-        return request_id, reply
-    return None
+    if not isinstance(request_id, str) or not request_id or not isinstance(reply, str):
+        return None
+    return (request_id, reply) if _REPLY_KEY.fullmatch(reply) else None
 
 
 def error_response(request_id: str, status: int, reason: str) -> Response:

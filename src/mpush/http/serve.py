@@ -50,7 +50,6 @@ log = logging.getLogger(__name__)
 
 Handle = Callable[[Request], "Awaitable[Response] | Response"]
 Prepare = Callable[[list[Request]], Awaitable[None]]  # a batch's I/O, before its requests
-REPLY_EXPIRE = 60  # seconds a reply list outlives its last push (a dead gateway's list goes away)
 
 
 class HandlerLoop:
@@ -149,13 +148,11 @@ class HandlerLoop:
 
     def _done(self, writes: Writes, request: Request, began: float, response: Response) -> None:
         self._metrics.observe(self._name, time.monotonic() - began, timeout=request.timeout)
-        writes.push(request.reply, response.to_json())
-        writes.expire[request.reply] = REPLY_EXPIRE
+        writes.reply(request.reply, response.to_json())
 
     @staticmethod
     def _reply(writes: Writes, reply: str, response: Response) -> None:
-        writes.push(reply, response.to_json())
-        writes.expire[reply] = REPLY_EXPIRE
+        writes.reply(reply, response.to_json())
 
 
 def load_callable(spec: str, setting: str) -> Callable[..., Any]:

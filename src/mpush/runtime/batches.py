@@ -10,11 +10,17 @@ seconds, so shutdown is never far.
 The pops are destructive: this suits messages with a deadline (HTTP requests and responses). If the
 process dies holding a batch, nobody could use those messages after their deadline anyway, and the
 waiting side answers at the deadline.
+
+Answers go to the reply list a request message names (``Writes.reply``) through ``lua/reply.lua``:
+the push and the expiry in one step, and nothing at all when the key is not a reply list (another
+type, or a list without an expiry): a message cannot make a handler write to, or expire, a key of
+someone else's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import weakref
 from collections.abc import Awaitable, Callable
@@ -23,7 +29,7 @@ from typing import Any
 
 import redis.exceptions as rex
 
-from mpush.connection import AnyRedis
+from mpush.connection import AnyRedis, load_lua
 from mpush.keys import set_aside
 from mpush.retry import Outage, Stopped, keep_trying, retrying
 from mpush.runtime.pinned import Command, PinnedConnection
@@ -34,13 +40,20 @@ log = logging.getLogger(__name__)
 __all__ = ["Writes", "pop_batch", "pump"]
 
 SET_ASIDE = 100  # newest messages kept on a ``<list>:bad`` list
+REPLY_EXPIRE = 60  # seconds a reply list outlives its last push (a dead gateway's list goes away)
+_REPLY = load_lua("reply")
+_REPLY_SHA = hashlib.sha1(_REPLY.encode()).hexdigest()
 
 _no_blmpop: weakref.WeakSet[PinnedConnection] = weakref.WeakSet()  # on Redis 6.2
 
 
 @dataclass
 class Writes:
-    """Writes a batch leads to, sent in one pipeline (each command touches one key)."""
+    """Writes a batch leads to, sent in one pipeline (each command touches one key).
+
+    A key of ``pushes`` given an expiry in ``expire`` is a reply list: its pushes go through
+    ``lua/reply.lua`` (see the module docstring).
+    """
 
     pushes: dict[str, list[bytes | str]] = field(default_factory=dict)
     expire: dict[str, int] = field(default_factory=dict)
@@ -49,6 +62,11 @@ class Writes:
 
     def push(self, key: str, message: bytes | str) -> None:
         self.pushes.setdefault(key, []).append(message)
+
+    def reply(self, key: str, message: bytes | str, expire: int = REPLY_EXPIRE) -> None:
+        """Push an answer to the reply list ``key``, which then lives ``expire`` seconds."""
+        self.pushes.setdefault(key, []).append(message)
+        self.expire[key] = expire
 
     def set_aside(self, source: str, message: bytes) -> None:
         """Keep a malformed ``message`` of ``source`` on ``<source>:bad`` (the newest SET_ASIDE)."""
@@ -62,9 +80,10 @@ class Writes:
         for key, value, expire_at_ms in self.registrations:
             commands.append(("SET", key, value, "PXAT", expire_at_ms))
         for key, messages in self.pushes.items():
-            commands.append(("LPUSH", key, *messages))
             if key in self.expire:
-                commands.append(("EXPIRE", key, self.expire[key]))
+                commands.append(("EVALSHA", _REPLY_SHA, 1, key, self.expire[key], *messages))
+            else:
+                commands.append(("LPUSH", key, *messages))
         for key, messages in self.aside.items():
             commands.append(("LPUSH", key, *messages))
             commands.append(("LTRIM", key, 0, SET_ASIDE - 1))
@@ -103,6 +122,12 @@ async def _write_and_pop(
     if count:
         commands.append(("RPOP", key, count))
     results = await redis.pipeline(commands)
+    unloaded = [i for i, r in enumerate(results) if isinstance(r, rex.NoScriptError)]
+    if unloaded:  # a restarted or flushed server: load the script, send those again
+        await redis.load_script(_REPLY)
+        again = await redis.pipeline([commands[i] for i in unloaded])
+        for index, result in zip(unloaded, again, strict=True):
+            results[index] = result
     failed = [r for r in (results[:-1] if count else results) if isinstance(r, Exception)]
     if failed:
         log.warning(

@@ -77,6 +77,13 @@ class PinnedConnection:
                 replies.append(exc)
         return replies
 
+    async def load_script(self, source: str) -> None:
+        """Load a Lua script (on every primary, on a Cluster)."""
+        if self._conn is not None:
+            await self.call("SCRIPT", "LOAD", source)
+        else:
+            await self._client.script_load(source)
+
     async def close(self) -> None:
         if self._conn is not None:
             await self._conn.disconnect()
@@ -98,10 +105,7 @@ class PinnedScript:
         try:
             return await self._evalsha(keys, args)
         except NoScriptError:
-            if self._pinned.pinned:
-                await self._pinned.call("SCRIPT", "LOAD", self._source)
-            else:  # every primary of the Cluster
-                await self._client.script_load(self._source)
+            await self._pinned.load_script(self._source)
             return await self._evalsha(keys, args)
 
     async def _evalsha(self, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:

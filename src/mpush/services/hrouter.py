@@ -36,7 +36,6 @@ __all__ = ["Router", "create"]
 log = logging.getLogger(__name__)
 
 METRIC = "hrouter"
-REPLY_EXPIRE = 60
 
 
 def create(settings: RouterSettings) -> Router:
@@ -150,8 +149,7 @@ class Router:
             if found is None:
                 metrics.incr(METRIC, "notfound")
                 answer = error_response(address.id, 404, "Not Found")
-                writes.push(address.reply, answer.to_json())
-                writes.expire[address.reply] = REPLY_EXPIRE
+                writes.reply(address.reply, answer.to_json())
                 continue
             route, params = found
             writes.push(route.queue, with_route(raw, route.name, params))
