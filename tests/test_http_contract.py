@@ -119,3 +119,37 @@ def test_redis_config_fills_only_unset_fields() -> None:
         overlay(settings, {"port": "ninety"}, origin="h")
     with pytest.raises(ConfigError, match="h colour: unknown setting"):
         overlay(settings, {"colour": "blue"}, origin="h")
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "problem"),
+    [
+        (101, {}, "not a final status"),
+        (199, {}, "not a final status"),
+        (200, {"": "x"}, "not a header name"),
+        (200, {"a b": "x"}, "not a header name"),
+        (200, {"x": "a\r\nb: c"}, "control character"),
+        (200, {"x": ["ok", "a\x00"]}, "control character"),
+        (200, {"x": "☃"}, "not Latin-1"),
+    ],
+)
+def test_answers_a_client_must_not_get_are_refused(
+    status: int, headers: dict[str, str | list[str]], problem: str
+) -> None:
+    with pytest.raises(MessageError, match=problem):
+        Response("x", status, headers).wire_headers()
+
+
+def test_wire_headers_skip_and_repeat() -> None:
+    response = Response("x", 200, {"X-A": "1\t2", "Content-Length": "9", "Set-Cookie": ["a", "b"]})
+    assert response.wire_headers(frozenset({b"content-length"})) == [
+        (b"x-a", b"1\t2"),
+        (b"set-cookie", b"a"),
+        (b"set-cookie", b"b"),
+    ]
+
+
+@pytest.mark.parametrize("reply", ["", "has space", "new\nline", "x" * 257, "caf\u00e9"])
+def test_a_reply_key_of_the_wrong_shape_is_refused(reply: str) -> None:
+    with pytest.raises(MessageError, match="reply"):
+        Request.from_json(request(reply=reply).to_json())

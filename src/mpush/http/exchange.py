@@ -246,7 +246,9 @@ class Exchange:
                 writes.set_aside(self.reply, raw)
                 self._metrics.incr(METRIC, "malformed")
                 request_id = guess_id(raw)
-                log.debug("malformed response (%s) for id %s", exc, request_id)
+                log.warning(
+                    "502 for request %s: a malformed response, set aside: %s", request_id, exc
+                )
                 if request_id is not None:
                     self._deliver(error_response(request_id, 502, "Bad Gateway"))
                 continue

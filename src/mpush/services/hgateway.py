@@ -18,8 +18,8 @@ lets the requests in flight finish for up to ``drain`` seconds, and answers the 
 Answers a handler marks ``Cache-Control: public`` are reused for up to ``cache_max_age`` seconds
 (``mpush.http.cache``): repeats of a hot ``GET`` are answered without a round trip through Redis.
 
-Served by ``mpush.http.server`` (httptools on uvloop), with its limits: receipt timeouts, header
-sizes, a cap on connections.
+Served by ``mpush.http.server`` and ``mpush.http.protocol`` (httptools on uvloop), with their
+limits: receipt timeouts, header sizes, a cap on connections.
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ from mpush.errors import ConfigError
 from mpush.http.cache import ResponseCache, SharedDrops, Ticket
 from mpush.http.exchange import METRIC, Exchange
 from mpush.http.messages import MessageError, Response, encode_request, error_response
+from mpush.http.protocol import HttpRequest, Limits
 from mpush.http.routes import RouteError, RouteTable, parse_routes
-from mpush.http.server import HttpRequest, HttpServer, Limits, raise_open_files
+from mpush.http.server import HttpServer, raise_open_files
 from mpush.keys import HttpKeys, ServiceKeys, keyed
 from mpush.retry import keep_trying
 from mpush.runtime.metrics import Metrics
