@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import RedisEnv
 from tests.helpers import Spawner, run_cli, wait_until
-from tests.webparts import NS, QUEUE, RAW, SLOW, Web, start_web
+from tests.webparts import ECHO, NS, QUEUE, RAW, SLOW, Web, start_web
 
 
 def test_get_post_binary_and_large_headers(redis_env: RedisEnv, spawn: Spawner) -> None:
@@ -278,3 +278,30 @@ def test_redis_restart_mid_load_gateway_recovers_by_itself(
     assert "unavailable" in gateway_log, "the outage was seen (and logged)"
     assert "back after" in gateway_log
     assert "Traceback" not in gateway_log
+
+
+def test_the_gateway_routes_by_itself_and_passes_the_rest_to_its_queue(
+    redis_env: RedisEnv, spawn: Spawner
+) -> None:
+    web = Web(redis_env, spawn)
+    web.gateway("--route", f"GET,POST ^/echo/(?P<who>[a-z]+)$ {ECHO} echo", "--timeout", "1")
+    web.handler("echo", ECHO)
+    web.wait_started()
+    web.wait_serving()
+    got = httpx.get(web.url("/echo/ann?x=1"), timeout=10)
+    assert got.status_code == 200
+    assert (got.headers["x-route"], json.loads(got.headers["x-params"])) == ("echo", {"who": "ann"})
+    assert redis_env.client.hget(f"{NS}:metrics:hrouter", "count") is None, "no hrouter on the way"
+    # What no route of the gateway takes goes to its queue: nothing consumes it yet (503) ...
+    wait_until(  # once the gateway has looked at the registry
+        lambda: httpx.get(web.url("/slow?sleep=0"), timeout=10).status_code == 503,
+        message="503: nothing consumes the gateway's queue",
+    )
+    # ... until an hrouter does, with routes of its own.
+    web.router()
+    web.handler("slow", SLOW)
+    web.wait_started()
+    wait_until(
+        lambda: httpx.get(web.url("/slow?sleep=0"), timeout=10).text == "slept 0.0\n",
+        message="the rest routed by hrouter",
+    )
