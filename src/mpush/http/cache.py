@@ -143,6 +143,8 @@ class ResponseCache:
     def store(self, ticket: Ticket, status: int, pairs: Pairs, body: bytes) -> bool:
         """Keep this answer if it may be stored (see the module docstring); True if kept.
         An answer to an unsafe method drops what is stored for its URL instead."""
+        if ticket.method == "GET" and not any(name == b"cache-control" for name, _ in pairs):
+            return False  # the usual answer, said nothing about caching: not kept
         if ticket.method != "GET":
             if ticket.method not in _SAFE:
                 _, path, query = ticket.key
