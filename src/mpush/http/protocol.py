@@ -169,6 +169,7 @@ class Connection(asyncio.BufferedProtocol):
         self._body: list[bytes] = []
         self._body_size = 0
         self._expect = False
+        self._declared: bytes | None = None  # the content-length header
 
     # asyncio.Protocol
 
@@ -246,6 +247,7 @@ class Connection(asyncio.BufferedProtocol):
         self._body = []
         self._body_size = 0
         self._expect = False
+        self._declared = None
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -259,14 +261,16 @@ class Connection(asyncio.BufferedProtocol):
         if len(self._headers) >= self.limits.max_headers:
             raise _Refused(431, _BIG)
         name = name.lower()
-        if name == b"expect" and value.lower() == b"100-continue":
+        if name == b"content-length":
+            self._declared = value
+        elif name == b"expect" and value.lower() == b"100-continue":
             self._expect = True
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._phase = _BODY
         self.deadline = self.server.clock + self.limits.body_timeout
-        declared = next((v for n, v in self._headers if n == b"content-length"), None)
+        declared = self._declared
         if declared is not None and int(declared) > self.limits.body_limit:
             raise _Refused(413, "Content Too Large")
         if self._expect and declared not in (None, b"0") and not self.busy and not self._queue:
@@ -282,16 +286,21 @@ class Connection(asyncio.BufferedProtocol):
     def on_message_complete(self) -> None:
         self._phase = _IDLE
         self._fresh = False
-        try:
-            url = httptools.parse_url(self._url)
-        except httptools.HttpParserInvalidURLError:
-            raise _Refused(400, "Bad Request") from None
+        target = self._url
+        if target[:1] == b"/" and b"#" not in target:  # origin-form, the usual: split at "?"
+            path, _, query = target.partition(b"?")
+        else:
+            try:
+                url = httptools.parse_url(target)
+            except httptools.HttpParserInvalidURLError:
+                raise _Refused(400, "Bad Request") from None
+            path, query = url.path or b"", url.query or b""
         parser = self.parser
         request = HttpRequest(
             self,
             parser.get_method().decode("ascii"),
-            url.path or b"",
-            url.query or b"",
+            path,
+            query,
             self._headers,
             b"".join(self._body) if self._body else b"",
             parser.should_keep_alive() and not parser.should_upgrade(),
