@@ -312,13 +312,12 @@ class Response:
             raise MessageError(f"status: {self.status} is not a final status (200…599)")
         pairs: list[tuple[bytes, bytes]] = []
         for name, value in self.headers.items():
-            if not _TOKEN.fullmatch(name):
-                raise MessageError(f"headers: {name!r} is not a header name")
-            key = name.lower().encode("ascii")
+            key = _wire_name(name)
             if key in skip:
                 continue
             for one in (value,) if isinstance(value, str) else value:
-                if _CONTROL.search(one):
+                # isprintable: no control character at all (the usual); else look closer
+                if not one.isprintable() and _CONTROL.search(one):
                     raise MessageError(f"headers.{name}: a control character in the value")
                 try:
                     pairs.append((key, one.encode("latin-1")))
@@ -339,6 +338,22 @@ class Response:
             else:
                 pairs.extend((key, one.encode("latin-1")) for one in value)
         return pairs
+
+
+_wire_names: dict[str, bytes] = {}  # header names found to be tokens → lower-case bytes
+_WIRE_NAMES_KEPT = 1024
+
+
+def _wire_name(name: str) -> bytes:
+    """A header name as sent (lower-case bytes); MessageError when it is not a token."""
+    key = _wire_names.get(name)
+    if key is None:
+        if not _TOKEN.fullmatch(name):
+            raise MessageError(f"headers: {name!r} is not a header name")
+        key = name.lower().encode("ascii")
+        if len(_wire_names) < _WIRE_NAMES_KEPT:
+            _wire_names[name] = key
+    return key
 
 
 def encode_request(
