@@ -13,8 +13,8 @@ from mpush.config.base import CommonSettings
 
 STAGE_BATCH = (
     "Most messages per Redis round trip. Batches of tens keep the stages of a request's path "
-    "working side by side: at 64 connections, 64 did best (16: about 10% fewer requests/s, "
-    "500: about 15% fewer)."
+    "working side by side: at 64 connections, 64 did best (16: 12% fewer requests/s, "
+    "500: 13% fewer)."
 )
 
 __all__ = [
