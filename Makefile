@@ -47,10 +47,12 @@ bench: setup
 
 bench-http: setup
 	@scripts/ensure-deps bench
+	@$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/http.py
 
 bench-static: setup
 	@scripts/ensure-deps bench
+	@$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/static.py
 
 clean:
