@@ -5,6 +5,7 @@ register  INCR <ns>:service:id → id; create <ns>:service:<id> (refusing an exi
           <ns>:service:ids and trim that list to exactly service_capacity entries.
 renew     every service_renew s: only if `renewed` still holds the value we wrote last; else stop.
 check     every service_check s: the key must still exist — DEL of it is a remote shutdown.
+          ``last_check`` tells when the watcher last tried (liveness: ``runtime/health.py``).
 gc        at startup: drop from <ns>:service:ids every id whose hash is gone, and from
           <ns>:service:labels every label whose instance is gone.
 label     with a label (--service-label): the hash gets `label`, and <ns>:service:labels maps the
@@ -89,6 +90,8 @@ class Lifecycle:
         self._unconfirmed: list[str] = []  # values sent whose reply was lost: maybe written
         self._clock_offset = 0.0  # Redis TIME minus our clock, measured at registration
         self._fenced = False
+        # When the watcher last made an attempt (time.monotonic()): liveness reads it.
+        self.last_check = time.monotonic()
 
     @property
     def key(self) -> str:
@@ -217,6 +220,7 @@ class Lifecycle:
 
         async def check() -> None:
             nonlocal renew_at
+            self.last_check = time.monotonic()
             if loop.time() >= renew_at:
                 alive = await self.renew()
                 renew_at = loop.time() + self._policy.renew

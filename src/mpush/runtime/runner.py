@@ -4,6 +4,10 @@ With ``--standby`` the service registers as standby and waits (a blocking pop on
 list) before its work starts: activated, it serves at once, its imports, connections and checks
 long done.
 
+With ``--metrics-port`` the process serves, from its first moment, its own ``/metrics`` and the
+probes ``/healthz`` (live) and ``/readyz`` (registered, working, Redis answers):
+``mpush.runtime.health``.
+
 Stages on SIGTERM/SIGINT, remote shutdown (DEL of the registration), self-fencing or a failure:
   1. stop intake — the shutdown latch is set; work loops finish the step in hand;
   2. grace — the work gets ``pop_timeout + grace`` seconds to return, then is cancelled;
@@ -34,7 +38,8 @@ from mpush.connection import (
 from mpush.errors import MpushError
 from mpush.exits import Exit, for_error
 from mpush.keys import ServiceKeys
-from mpush.retry import Outage, outage_of, wait_until_reachable
+from mpush.retry import Backoff, Outage, outage_of, wait_until_reachable
+from mpush.runtime.health import Health, HealthPolicy
 from mpush.runtime.lifecycle import Lifecycle, LifecyclePolicy
 from mpush.runtime.metrics import Metrics
 from mpush.runtime.prometheus import ProcessExposition
@@ -47,6 +52,9 @@ log = logging.getLogger(__name__)
 
 _BOOKKEEPING_TIMEOUT = 5.0
 _GRACE = 5.0
+_SOCKET_SLACK = 10.0  # a command's socket timeout: its blocking wait (pop_timeout) plus this
+_CONNECT_TIMEOUT = 5.0
+_PROBE_TIMEOUT = 1.0  # a readiness PING's connect and socket timeouts
 
 
 class RunnerSettings(Protocol):
@@ -160,11 +168,37 @@ class _Run:
     def _client(self, url: str, key: str) -> tuple[AnyRedis, RedisTarget]:
         target = parse_redis_url(url, cluster=self.settings.cluster, key=key)
         # Blocking waits last pop_timeout: the socket timeout must outlast them.
-        client = connect(target, socket_timeout=self.settings.pop_timeout + 10.0)
+        client = connect(
+            target,
+            socket_timeout=self.settings.pop_timeout + _SOCKET_SLACK,
+            connect_timeout=_CONNECT_TIMEOUT,
+        )
         self.clients.append(client)
         return client, target
 
     async def _serve(self) -> int:
+        health = Health(self.shutdown, HealthPolicy(stale_after=self._stale_after()))
+        # Bound first (a port in use is a ConfigError before anything else), and served from the
+        # start: the probes answer while the process waits for Redis and registers.
+        exposition, listener = self._own_metrics(health)
+        listening: asyncio.Task[None] | None = None
+        if listener is not None:
+            listening = asyncio.create_task(listener.serve(self.shutdown))
+            log.info("own metrics on http://%s:%d/metrics", *listener.address)
+        try:
+            return await self._start(health, exposition, listener, listening)
+        finally:
+            if listening is not None and not listening.done():
+                listening.cancel()
+                await asyncio.gather(listening, return_exceptions=True)
+
+    async def _start(
+        self,
+        health: Health,
+        exposition: ProcessExposition | None,
+        listener: MetricsListener | None,
+        listening: asyncio.Task[None] | None,
+    ) -> int:
         settings = self.settings
         redis, target = self._client(settings.redis, "redis")
         registry_redis = redis
@@ -177,7 +211,6 @@ class _Run:
         outage = outage_of(describe_client(redis))
         registry_outage = outage_of(describe_client(registry_redis))
         info = dict(self.service.registry_info())
-        exposition, listener = self._own_metrics()
         if listener is not None:
             host, port = listener.address
             info["metrics"] = f"{host}:{port}"
@@ -214,34 +247,64 @@ class _Run:
         instance_id = lifecycle.instance_id if lifecycle else None
         ctx = Context(redis, target, self.shutdown, metrics, instance_id, outage)
         log.info("%s started on %s", self.service.name, describe_url(settings.redis))
-        if exposition is not None and listener is not None:
+        if exposition is not None:
             exposition.attach(metrics, instance_id)
-            log.info("own metrics on http://%s:%d/metrics", *listener.address)
+            health.started(self._probe_clients(), lifecycle)
         try:
-            await self._work(ctx, lifecycle, listener)
+            await self._work(ctx, lifecycle, listening)
         finally:
             await self._bookkeeping(metrics, lifecycle)
         log.info("%s stopped (%s)", self.service.name, self.shutdown.reason)
         return self.shutdown.exit_code
 
-    def _own_metrics(self) -> tuple[ProcessExposition | None, MetricsListener | None]:
-        """The ``--metrics-port`` listener, bound (a port in use is a ConfigError), or None."""
+    def _own_metrics(
+        self, health: Health
+    ) -> tuple[ProcessExposition | None, MetricsListener | None]:
+        """The ``--metrics-port`` listener (``/metrics``, ``/healthz``, ``/readyz``), bound (a
+        port in use is a ConfigError), or None."""
         port = self.settings.metrics_port
         if port is None:
             return None, None
         exposition = ProcessExposition(self.service.name, self.settings.service_namespace)
-        listener = MetricsListener(self.settings.metrics_host, port, exposition.render)
+        listener = MetricsListener(
+            self.settings.metrics_host,
+            port,
+            exposition.render,
+            probes={"/healthz": health.live, "/readyz": health.ready},
+        )
         listener.bind()
         return exposition, listener
 
+    def _probe_clients(self) -> list[AnyRedis]:
+        """Clients of their own for the readiness PINGs (a probe never waits behind, or cuts
+        short, a command of the service's), one per Redis the service uses."""
+        urls = [self.settings.redis]
+        if self.settings.service_redis:
+            urls.append(self.settings.service_redis)
+        clients: list[AnyRedis] = []
+        for url in dict.fromkeys(urls):
+            target = parse_redis_url(url, cluster=self.settings.cluster)
+            client = connect(target, socket_timeout=_PROBE_TIMEOUT, connect_timeout=_PROBE_TIMEOUT)
+            self.clients.append(client)
+            clients.append(client)
+        return clients
+
+    def _stale_after(self) -> float:
+        """How long the registry watcher may go without an attempt before the process counts as
+        stuck: twice the longest an attempt and the wait before it can take (the check interval
+        or the longest backoff, a connect and a socket timeout)."""
+        settings = self.settings
+        attempt = _CONNECT_TIMEOUT + settings.pop_timeout + _SOCKET_SLACK
+        return 2.0 * (max(settings.service_check, Backoff().cap) + attempt)
+
     async def _work(
-        self, ctx: Context, lifecycle: Lifecycle | None, listener: MetricsListener | None
+        self, ctx: Context, lifecycle: Lifecycle | None, listening: asyncio.Task[None] | None
     ) -> None:
         side: list[asyncio.Task[None]] = [
             asyncio.create_task(ctx.metrics.run(self.shutdown, self.settings.metrics_interval)),
         ]
-        if listener is not None:
-            side.append(asyncio.create_task(listener.serve(self.shutdown)))
+        if listening is not None:
+            side.append(listening)
         if lifecycle is not None:
             side.append(asyncio.create_task(lifecycle.watch(self.shutdown)))
         work = asyncio.create_task(self._run(ctx, lifecycle))

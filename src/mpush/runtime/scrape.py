@@ -13,8 +13,10 @@ project's rules for listeners:
   closed at once;
 - **send deadline**: a client that does not take its answer within ``send_timeout`` is dropped.
 
-It answers ``GET`` and ``HEAD`` of ``/metrics`` (and a pointer at ``/``): 405 for another method,
-404 for another path, 400 for what is not HTTP/1.x. Answers are gzipped when the client accepts it.
+It answers ``GET`` and ``HEAD`` of ``/metrics`` (and a pointer at ``/``), and of the probes it is
+given (``/healthz``, ``/readyz``: 200 or 503 with a line saying why, ``mpush.runtime.health``): 405
+for another method, 404 for another path, 400 for what is not HTTP/1.x. Answers are gzipped when
+the client accepts it.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from urllib.parse import urlsplit
 from mpush.errors import ConfigError
 from mpush.runtime.shutdown import Shutdown
 
-__all__ = ["Exposition", "ListenerLimits", "MetricsListener", "Render"]
+__all__ = ["Exposition", "ListenerLimits", "MetricsListener", "Probe", "Render"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,8 @@ class Exposition:
 
 # What the listener calls for each scrape, with the request's headers (lower-case names).
 Render = Callable[[Mapping[str, str]], Awaitable[Exposition]]
+# A probe: (healthy, why), answered 200 or 503 with ``why`` as the body.
+Probe = Callable[[], Awaitable[tuple[bool, str]]]
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,8 @@ class _Request:
 class MetricsListener:
     """Serves ``render``'s exposition on ``/metrics`` at ``host:port``; ``bind`` then ``serve``.
 
-    ``setting`` names the setting the port came from, for the ConfigError when it can't be bound.
+    ``setting`` names the setting the port came from, for the ConfigError when it can't be bound;
+    ``probes`` are further paths answered by a probe (``{"/healthz": health.live, …}``).
     """
 
     def __init__(
@@ -107,10 +112,12 @@ class MetricsListener:
         *,
         limits: ListenerLimits | None = None,
         setting: str = "metrics_port",
+        probes: Mapping[str, Probe] | None = None,
     ) -> None:
         self._host = host
         self._port = port
         self._render = render
+        self._probes = dict(probes or {})
         self.limits = limits or ListenerLimits()
         self._setting = setting
         self._socket: socket.socket | None = None
@@ -220,6 +227,15 @@ class MetricsListener:
             return 405, b"use GET\n", text, [("Allow", "GET, HEAD")]
         if request.path == "/":
             return 200, _INDEX, text, []
+        probe = self._probes.get(request.path)
+        if probe is not None:
+            try:
+                ok, why = await probe()
+            except Exception:  # a probe that fails says "no", and the log says why
+                log.exception("probe %s failed", request.path)
+                ok, why = False, "the check failed"
+            line = " ".join(why.split()).encode("utf-8", errors="replace")[:1000] + b"\n"
+            return (200 if ok else 503), line, text, [("Cache-Control", "no-store")]
         if request.path != "/metrics":
             return 404, b"not found: see /metrics\n", text, []
         try:
