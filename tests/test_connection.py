@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from mpush.connection import with_password, without_password
 from mpush.orchestration.redisserver import RedisServer
 from tests.helpers import Spawner, run_cli, wait_until
 
@@ -84,6 +85,50 @@ def test_acl_user_and_password(server_dir: Path, spawn: Spawner) -> None:
         assert "authentication failed" in bad.stderr or "not reachable" in bad.stderr
         assert "s3cret" not in bad.stderr
         assert "wrong" not in bad.stderr.replace("***", "")
+
+
+def test_a_password_kept_apart_from_the_url(server_dir: Path, spawn: Spawner) -> None:
+    """MPUSH_REDIS_PASSWORD (what a Kubernetes Secret feeds): any character, a password-less URL,
+    and the password in no log line; one in the URL as well is a config error."""
+    password = "p@ss/w:rd#1 %x?"
+    acl = ("--user", "default", "off", "--user", "alice", "on", f">{password}", "~*", "&*")
+    server = RedisServer(server_dir, extra=(*acl, "+@all")).start()
+    client = redis.Redis(
+        port=server.port, username="alice", password=password, decode_responses=True
+    )
+    try:
+        url = f"redis://alice@127.0.0.1:{server.port}/0"
+        env = {"MPUSH_REDIS_PASSWORD": password}
+        proc = spawn(
+            "lpush", "--redis", url, "--in", "c:in", "--out", "c:out", "--pop-timeout", "0.3",
+            "--service-namespace", "c:svc", env=env,
+        )  # fmt: skip
+        proc.wait_for_log("lpush started")
+        client.lpush("c:in", "a", "b")
+        wait_until(lambda: client.llen("c:out") == 2)
+        assert password not in proc.log()
+        both = run_cli(
+            "lpush", "--redis", f"redis://alice:x@127.0.0.1:{server.port}/0", "--in", "c:in",
+            "--out", "c:out", env=env,
+        )  # fmt: skip
+        assert both.returncode == 2, both.stderr
+        assert "redis_password: the redis URL has a password already" in both.stderr
+        assert password not in both.stderr
+    finally:
+        client.close()
+        server.stop()
+
+
+def test_passwords_in_and_out_of_urls() -> None:
+    password = "p@ss/w:rd#1 %x?"
+    url = with_password("redis://alice@host:6380/2", password)
+    assert redis.connection.parse_url(url)["password"] == password
+    assert redis.connection.parse_url(url)["username"] == "alice"
+    assert without_password(url) == ("redis://alice@host:6380/2", password)
+    assert without_password("rediss://:pw@host/0") == ("rediss://host/0", "pw")
+    assert without_password("redis://host/0?password=pw&db=1") == ("redis://host/0?db=1", "pw")
+    assert without_password("redis+cluster://h:7000") == ("redis+cluster://h:7000", None)
+    assert with_password("unix:///run/redis.sock?db=0", "pw") == "unix://:pw@/run/redis.sock?db=0"
 
 
 def _make_certs(directory: Path) -> tuple[Path, Path, Path]:

@@ -2,8 +2,11 @@
 
 URLs: ``redis://[user:password@]host:port/db``, ``rediss://`` (TLS), ``unix:///path.sock``, and
 ``redis+cluster://host:port`` / ``rediss+cluster://`` for a Redis Cluster (or any URL with
-``cluster=True``). Losing Redis is normal weather: ``translated`` turns redis-py's errors that go
-away by themselves into ``TransientError``, which ``mpush.retry`` waits out; nothing here loops.
+``cluster=True``); ``with_password`` and ``without_password`` put a password in and take it out,
+for passwords kept apart from their URL (in a secret store).
+
+Losing Redis is normal weather: ``translated`` turns redis-py's errors that go away by themselves
+into ``TransientError``, which ``mpush.retry`` waits out; nothing here loops.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeAlias
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import redis.exceptions as rex
 from redis.asyncio import Redis
@@ -38,6 +41,8 @@ __all__ = [
     "parse_redis_url",
     "reply_text",
     "translated",
+    "with_password",
+    "without_password",
 ]
 
 AnyRedis: TypeAlias = "Redis | RedisCluster"
@@ -147,6 +152,34 @@ def describe_url(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def with_password(url: str, password: str) -> str:
+    """``url`` with ``password`` (percent-encoded, so any character is safe) as its password; its
+    user, if any, is kept. ConfigError-free: the caller checks ``url`` has none already."""
+    parts = urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0] if at else ""
+    netloc = f"{user}:{quote(password, safe='')}@{host}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def without_password(url: str) -> tuple[str, str | None]:
+    """``url`` without its password — in the user part or a ``password=`` query argument — and
+    that password, decoded (None when it has none)."""
+    parts = urlsplit(url)
+    password = None if parts.password is None else unquote(parts.password)
+    netloc = parts.netloc
+    if parts.password is not None:
+        userinfo, _, host = netloc.rpartition("@")
+        user = userinfo.partition(":")[0]
+        netloc = f"{user}@{host}" if user else host
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    kept = [(name, value) for name, value in query if name != "password"]
+    if len(kept) != len(query):
+        password = password or next(value for name, value in query if name == "password")
+    stripped = parts._replace(netloc=netloc, query=urlencode(kept) if kept else "")
+    return urlunsplit(stripped), password
 
 
 def connect(

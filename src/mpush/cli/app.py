@@ -136,7 +136,8 @@ def _cli_type(field: FieldInfo) -> tuple[Any, str | None]:
         return Optional[list[str]], "KEY"  # noqa: UP045
     if origin is Literal:
         return Optional[str], "|".join(map(str, get_args(annotation)))  # noqa: UP045
-    metavar = getattr(annotation, "__name__", "TEXT").upper().replace("STR", "TEXT")
+    metavar = getattr(annotation, "__name__", "TEXT").upper()
+    metavar = "SECRET" if metavar == "SECRETSTR" else metavar.replace("STR", "TEXT")
     return Optional[str], metavar  # noqa: UP045
 
 

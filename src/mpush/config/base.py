@@ -18,14 +18,16 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, get_args, get_origin
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from mpush.connection import with_password, without_password
 from mpush.errors import ConfigError
 
 __all__ = [
     "ENV_PREFIX",
+    "URL_PASSWORDS",
     "CommonSettings",
     "LpushSettings",
     "MonitorSettings",
@@ -42,6 +44,13 @@ ENV_PREFIX = "MPUSH_"
 
 # Original prop names that are not simply the camelCase of ours.
 _LEGACY_NAMES = {"in": "input", "redisNamespace": "service_namespace"}
+# A Redis URL setting and the setting that may hold its password apart from it (for a secret
+# store: MPUSH_REDIS_PASSWORD from a Kubernetes Secret), in the models that have both.
+URL_PASSWORDS = {
+    "redis": "redis_password",
+    "service_redis": "service_redis_password",
+    "out_redis": "out_redis_password",
+}
 # Original props that the atomic engine made unnecessary: accepted, ignored, documented.
 _OBSOLETE_NAMES = {"pending", "pending_list"}
 
@@ -69,6 +78,14 @@ class CommonSettings(BaseSettings):
     )
     service_redis: str | None = Field(
         None, description="Redis URL for registry and metrics (default: the main Redis)."
+    )
+    redis_password: SecretStr | None = Field(
+        None,
+        description="Password of the --redis URL, kept apart from it (best from the environment: "
+        "MPUSH_REDIS_PASSWORD).",
+    )
+    service_redis_password: SecretStr | None = Field(
+        None, description="Password of the --service-redis URL, kept apart from it."
     )
     service_expire: int = Field(60, ge=2, description="Seconds a registration lives unrenewed.")
     service_renew: float = Field(15.0, gt=0, description="Seconds between renewals.")
@@ -107,6 +124,29 @@ class CommonSettings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="DEBUG, INFO, WARNING or ERROR."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _passwords_into_urls(cls, data: Any) -> Any:
+        """A password given apart from its URL (``redis_password``, …) goes into the URL."""
+        if not isinstance(data, Mapping):
+            return data
+        data = dict(data)
+        for url_key, password_key in URL_PASSWORDS.items():
+            password = data.get(password_key)
+            if password is None or password_key not in cls.model_fields:
+                continue
+            secret = password.get_secret_value() if isinstance(password, SecretStr) else password
+            url = data.get(url_key, cls.model_fields[url_key].default)
+            if not isinstance(url, str) or not url:
+                raise ValueError(f"{password_key}: needs a {url_key} URL to be the password of")
+            if without_password(url)[1] is not None:
+                raise ValueError(
+                    f"{password_key}: the {url_key} URL has a password already (give one or "
+                    "the other)"
+                )
+            data[url_key] = with_password(url, str(secret))
+        return data
 
     @model_validator(mode="after")
     def _renew_before_expiry(self) -> CommonSettings:

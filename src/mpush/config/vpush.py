@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from mpush.config.base import CommonSettings
 
@@ -21,6 +21,9 @@ class VpushSettings(CommonSettings):
 
     input: str = Field(..., min_length=1, description="The list messages are taken from.")
     out_redis: str = Field(..., min_length=1, description="Redis URL of the destination.")
+    out_redis_password: SecretStr | None = Field(
+        None, description="Password of the --out-redis URL, kept apart from it."
+    )
     out_cluster: bool = Field(False, description="Treat the destination URL as a Redis Cluster.")
     out: list[str] = Field(
         ..., min_length=1, description="The list on the destination messages are pushed to."
