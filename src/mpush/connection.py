@@ -160,7 +160,7 @@ def with_password(url: str, password: str) -> str:
     parts = urlsplit(url)
     userinfo, at, host = parts.netloc.rpartition("@")
     user = userinfo.partition(":")[0] if at else ""
-    netloc = f"{user}:{quote(password, safe='')}@{host}"
+    netloc = f"{user}:" + quote(password, safe="") + f"@{host}"
     return urlunsplit(parts._replace(netloc=netloc))
 
 

@@ -8,6 +8,7 @@ codes are ``mpush.exits``'s.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import sys
@@ -63,6 +64,7 @@ from mpush.exits import Exit, for_error
 from mpush.orchestration.ndeploy import service as ndeploy
 from mpush.orchestration.rcontrol import agent as rcontrol_agent
 from mpush.orchestration.rcontrol import controller as rcontrol_controller
+from mpush.orchestration.rcontrol.view import read_replicas
 from mpush.runtime.runner import Service, run_service
 from mpush.services import (
     exporter,
@@ -252,7 +254,10 @@ service_command("mdedupe", MdedupeSettings, mdedupe.create)
 service_command("mthrottle", MthrottleSettings, mthrottle.create)
 
 service_command("vpush", VpushSettings, vpush.create)
-service_command("exporter", ExporterSettings, exporter.create)
+# rcontrol's replicas are read by rcontrol's own read model, handed to the exporter from here.
+service_command(
+    "exporter", ExporterSettings, functools.partial(exporter.create, replicas=read_replicas)
+)
 
 service_command("hgateway", GatewaySettings, hgateway.create)
 service_command("hrouter", RouterSettings, hrouter.create)
@@ -348,7 +353,7 @@ def status(
     async def gather() -> Any:
         client = connect(target, socket_timeout=5.0)
         try:
-            return await collect(client, namespace, queue)
+            return await collect(client, namespace, queue, replicas=read_replicas)
         finally:
             await client.aclose()
 

@@ -30,6 +30,7 @@ from mpush.runtime.runner import Context
 from mpush.runtime.scrape import Exposition, ListenerLimits, MetricsListener
 from mpush.status.names import MetricNames
 from mpush.status.prometheus import NamespaceCollector
+from mpush.status.replicas import ReplicaReader
 from mpush.status.report import ReadLimits, StatusReport, collect
 
 __all__ = ["Exporter", "create"]
@@ -39,8 +40,10 @@ log = logging.getLogger(__name__)
 _BODIES = 4  # expositions kept per read, one per format asked for
 
 
-def create(settings: ExporterSettings) -> Exporter:
-    return Exporter(settings)
+def create(settings: ExporterSettings, replicas: ReplicaReader | None = None) -> Exporter:
+    """The exporter; ``replicas`` reads rcontrol's replicas (the ``mpush`` command gives
+    rcontrol's reader: a service cannot import orchestration)."""
+    return Exporter(settings, replicas)
 
 
 class _Reads:
@@ -94,8 +97,9 @@ class Exporter:
 
     name = "exporter"
 
-    def __init__(self, settings: ExporterSettings) -> None:
+    def __init__(self, settings: ExporterSettings, replicas: ReplicaReader | None = None) -> None:
         self.settings = settings
+        self._replicas = replicas
         namespace = settings.service_namespace
         assert namespace is not None, "ExporterSettings requires a namespace"
         self.namespace = namespace
@@ -206,4 +210,5 @@ class Exporter:
             self.settings.queue,
             limits=self._limits,
             names=self._names,
+            replicas=self._replicas,
         )

@@ -1,24 +1,24 @@
-"""Replicas of rcontrol's deployments in a namespace: desired, ready and standby, per deployment.
+"""Replicas of rcontrol's deployments in a namespace: desired, ready and standby, per deployment,
+and their one way out to Prometheus (``replica_families``: ``mpush_deployment_replicas_desired``,
+``…_ready``, ``…_standby``, labelled ``namespace`` and ``deployment``).
 
-Kept apart from the rest of ``mpush.status`` so that rcontrol's figures have one reader and one
-way out to Prometheus (``replica_families``: ``mpush_deployment_replicas_desired``, ``…_ready``,
-``…_standby``, labelled ``namespace`` and ``deployment``).
-
-``read_replicas`` is where rcontrol's declared and observed state (``<ns>:rcontrol:…``, built by
-``keys.py``) is read. Until rcontrol keeps that state it finds no deployments, and the families
-are exported empty: dashboards and alerts can be written against the names already.
+Reading them is rcontrol's business: whether an instance counts as ready is decided by rcontrol's
+read model (``mpush.orchestration.rcontrol``: its declarations, assignments, agents' reports and
+registrations), which sits in a layer above this one. So a ``ReplicaReader`` is handed down by
+whoever runs the read — the ``mpush`` command gives ``mpush.orchestration.rcontrol.view
+.read_replicas`` to ``mpush exporter`` and ``mpush status`` — and without one no replicas are read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from prometheus_client.core import GaugeMetricFamily
 
 from mpush.connection import AnyRedis
 
-__all__ = ["Replicas", "read_replicas", "replica_families"]
+__all__ = ["ReplicaReader", "Replicas", "replica_families"]
 
 
 @dataclass(frozen=True)
@@ -29,13 +29,8 @@ class Replicas:
     standby: int  # started, connected, waiting to be activated
 
 
-async def read_replicas(redis: AnyRedis, namespace: str) -> list[Replicas]:
-    """The replicas of every rcontrol deployment of ``namespace``, by name.
-
-    rcontrol keeps no state in Redis yet: there is nothing to read, so no deployments.
-    """
-    del redis, namespace  # read <ns>:rcontrol:… here once rcontrol writes it
-    return []
+# Reads the replicas of every rcontrol deployment of a namespace (the Redis, the namespace).
+ReplicaReader = Callable[[AnyRedis, str], Awaitable[list["Replicas"]]]
 
 
 def replica_families(namespace: str, replicas: Sequence[Replicas]) -> Iterator[GaugeMetricFamily]:

@@ -9,14 +9,17 @@ and metrics, one for tracking, and the SCAN calls that find metrics hashes — a
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mpush.connection import AnyRedis, reply_text
+import redis.exceptions as rex
+
+from mpush.connection import AnyRedis, is_transient, reply_text
 from mpush.keys import ServiceKeys
 from mpush.status.names import MetricNames
-from mpush.status.replicas import Replicas, read_replicas
+from mpush.status.replicas import ReplicaReader, Replicas
 from mpush.status.tracking import TrackingFigures, collect_tracking
 
 __all__ = [
@@ -25,6 +28,8 @@ __all__ = [
     "StatusReport",
     "collect",
 ]
+
+log = logging.getLogger(__name__)
 
 _REGISTRATION = frozenset({"service", "host", "pid", "started", "renewed"})
 
@@ -97,11 +102,14 @@ async def collect(
     *,
     limits: ReadLimits | None = None,
     names: MetricNames | None = None,
+    replicas: ReplicaReader | None = None,
 ) -> StatusReport:
     """Read the registry, the queues the instances name, every metrics hash, tracking, replicas.
 
     ``names`` finds the metrics hashes; by default a walk of the whole keyspace (for one-shot
-    reads). A caller that reads again and again passes its own, with a SCAN budget.
+    reads). A caller that reads again and again passes its own, with a SCAN budget. ``replicas``
+    reads rcontrol's replicas (none without it); a key of the wrong type among rcontrol's leaves
+    them out (``truncated``: "replicas"), it cannot fail the read.
     """
     limits = limits or ReadLimits()
     keys = ServiceKeys(namespace)
@@ -147,7 +155,15 @@ async def collect(
             if values:  # an empty reply: deleted since it was found
                 metrics[name] = {k: v for k, v in values.items() if v is not None}
     tracking = await collect_tracking(redis, namespace)
-    replicas = await read_replicas(redis, namespace)
+    deployments: list[Replicas] = []
+    if replicas is not None:
+        try:
+            deployments = await replicas(redis, namespace)
+        except rex.ResponseError as exc:
+            if is_transient(exc):  # BUSY, LOADING, …: an outage, as anywhere else
+                raise
+            log.debug("rcontrol's replicas in %s left out: %s", namespace, exc)
+            truncated.append("replicas")
     return StatusReport(
         namespace,
         now,
@@ -156,7 +172,7 @@ async def collect(
         queues,
         dict(sorted(metrics.items())),
         tracking,
-        replicas,
+        deployments,
         truncated,
     )
 

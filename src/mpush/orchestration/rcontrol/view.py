@@ -14,6 +14,9 @@ The JSON shape (``rcontrol status --json``; more fields may be added, none taken
 
 ``ready`` counts active instances of the deployment that are ready; ``standby`` counts standby
 instances registered and waiting; ``running`` counts a host's instances whose process runs.
+
+``read_replicas`` gives the same desired, ready and standby counts to ``mpush exporter`` and
+``mpush status`` (``mpush.status.replicas``), so a dashboard and ``rcontrol status`` agree.
 """
 
 from __future__ import annotations
@@ -21,10 +24,25 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from mpush.connection import AnyRedis
+from mpush.keys import RcontrolKeys
 from mpush.orchestration.rcontrol.events import Event
 from mpush.orchestration.rcontrol.state import ACTIVE, ALIVE_STATES, STANDBY, Snapshot, State
+from mpush.orchestration.rcontrol.store import read_snapshot
+from mpush.status.replicas import Replicas
 
-__all__ = ["status_view"]
+__all__ = ["read_replicas", "status_view"]
+
+
+async def read_replicas(redis: AnyRedis, namespace: str) -> list[Replicas]:
+    """Desired, ready and standby instances of every deployment of ``namespace``, counted as
+    ``rcontrol status`` counts them (a deleted deployment still draining: desired 0)."""
+    snapshot = await read_snapshot(redis, RcontrolKeys(namespace))
+    view = status_view(snapshot, namespace, None)
+    return [
+        Replicas(entry["name"], entry["desired"], entry["ready"], entry["standby"])
+        for entry in view["deployments"]
+    ]
 
 
 def status_view(snapshot: Snapshot, namespace: str, events: list[Event] | None) -> dict[str, Any]:
