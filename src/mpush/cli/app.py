@@ -50,6 +50,7 @@ from mpush.config import (
     RcontrolApplySettings,
     RcontrolControllerSettings,
     RcontrolDeleteSettings,
+    RcontrolExportSettings,
     RcontrolScaleSettings,
     RcontrolStatusSettings,
     RenderSettings,
@@ -311,6 +312,13 @@ settings_command(
     arguments=["name"],
 )
 settings_command("status", RcontrolStatusSettings, rcontrol_commands.status, group=rcontrol_app)
+settings_command(
+    "export",
+    RcontrolExportSettings,
+    rcontrol_commands.export,
+    group=rcontrol_app,
+    arguments=["file"],
+)
 service_command("agent", RcontrolAgentSettings, rcontrol_agent.create, group=rcontrol_app)
 service_command(
     "controller", RcontrolControllerSettings, rcontrol_controller.create, group=rcontrol_app

@@ -1,4 +1,5 @@
-"""The rcontrol commands that are not services: ``apply``, ``scale``, ``delete``, ``status``.
+"""The rcontrol commands that are not services: ``apply``, ``scale``, ``delete``, ``status``,
+``export``.
 
 Each takes its settings and returns the exit code; ``cli.app`` registers them (``agent`` and
 ``controller`` are services, run by the runner). What a script reads goes to stdout; errors go to
@@ -21,14 +22,18 @@ from rich.table import Table
 from mpush.config import (
     RcontrolApplySettings,
     RcontrolDeleteSettings,
+    RcontrolExportSettings,
     RcontrolScaleSettings,
     RcontrolSettings,
     RcontrolStatusSettings,
 )
+from mpush.config.base import checked_elsewhere
 from mpush.connection import AnyRedis, connect, describe_url, parse_redis_url
 from mpush.errors import ConfigError, MpushError
 from mpush.exits import Exit, for_error
 from mpush.keys import RcontrolKeys
+from mpush.orchestration.kubernetes.declarations import read_declarations
+from mpush.orchestration.kubernetes.export import ExportOptions, export_kubernetes
 from mpush.orchestration.rcontrol.events import latest
 from mpush.orchestration.rcontrol.spec import check_settings, read_spec
 from mpush.orchestration.rcontrol.store import (
@@ -41,7 +46,7 @@ from mpush.orchestration.rcontrol.store import (
 from mpush.orchestration.rcontrol.view import status_view
 from mpush.retry import wait_until_reachable
 
-__all__ = ["apply", "delete", "scale", "status"]
+__all__ = ["apply", "delete", "export", "scale", "status"]
 
 T = TypeVar("T")
 
@@ -159,6 +164,54 @@ def status(settings: RcontrolStatusSettings) -> int:
         return Exit.OK
 
     return _guarded("status", action)
+
+
+def export(settings: RcontrolExportSettings) -> int:
+    """Check the whole file as ``apply`` does, then write its manifests (stdout, or --output and a
+    summary). The Secrets to create and what did not map go to stderr too, whoever reads stdout."""
+
+    def action() -> int:
+        declarations = read_declarations(settings.file)
+        spec = declarations.spec
+        if not spec.deployments:
+            raise ConfigError("deployments", f"{settings.file} declares no [deployments.NAME]")
+        options = ExportOptions(
+            namespace=settings.namespace,
+            redis=settings.redis,
+            cluster=settings.cluster,
+            image=settings.image,
+            redis_secrets=settings.redis_secrets,
+            kube_namespace=settings.kube_namespace,
+            probe_port=settings.probe_port,
+            cpu_request=settings.cpu_request,
+            memory_request=settings.memory_request,
+            memory_limit=settings.memory_limit,
+            source=settings.file.name,
+        )
+        with checked_elsewhere():  # the paths a table names are in the image, not here
+            check_settings(spec, namespace=settings.namespace, redis=settings.redis)
+            manifests = export_kubernetes(declarations, options)
+        text = manifests.yaml()
+        if settings.output is None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        else:
+            try:
+                settings.output.write_text(text, encoding="utf-8")
+            except OSError as exc:
+                raise ConfigError(
+                    "output", f"cannot write {str(settings.output)!r}: {exc}"
+                ) from None
+            kinds = [document["kind"] for document in manifests.documents]
+            counted = ", ".join(f"{kinds.count(kind)} {kind}" for kind in dict.fromkeys(kinds))
+            _out(f"wrote {settings.output}: {counted}")
+        for line in manifests.secret_commands():
+            sys.stderr.write(f"secret needed: {line}\n")
+        for note in manifests.notes:
+            sys.stderr.write(f"note: {note}\n")
+        return Exit.OK
+
+    return _guarded("export", action)
 
 
 def _render(view: dict[str, Any], console: Console) -> None:

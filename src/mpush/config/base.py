@@ -9,11 +9,12 @@ raise ConfigError naming the key.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, get_args, get_origin
@@ -36,8 +37,10 @@ __all__ = [
     "StatusSettings",
     "TrackingSettings",
     "check_table",
+    "checked_elsewhere",
     "load_settings",
     "overlay",
+    "paths_are_local",
 ]
 
 ENV_PREFIX = "MPUSH_"
@@ -296,6 +299,26 @@ def load_settings(
         raise _config_error(cls, exc, given) from None
     finally:
         _ENVIRON.reset(token)
+
+
+# True while settings are checked for another machine (a container image, another host).
+_ELSEWHERE: ContextVar[bool] = ContextVar("mpush_elsewhere", default=False)
+
+
+@contextlib.contextmanager
+def checked_elsewhere() -> Iterator[None]:
+    """Within it, settings are checked for another machine: the paths they name (a directory
+    served, templates) are not looked for here."""
+    token = _ELSEWHERE.set(True)
+    try:
+        yield
+    finally:
+        _ELSEWHERE.reset(token)
+
+
+def paths_are_local() -> bool:
+    """False within ``checked_elsewhere``: a validator then leaves paths alone."""
+    return not _ELSEWHERE.get()
 
 
 # The environment load_settings was given, for the settings sources pydantic builds.

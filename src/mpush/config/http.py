@@ -9,7 +9,7 @@ from typing import ClassVar
 
 from pydantic import Field, model_validator
 
-from mpush.config.base import CommonSettings
+from mpush.config.base import CommonSettings, paths_are_local
 
 STAGE_BATCH = (
     "Most messages per Redis round trip. Batches of tens keep the stages of a request's path "
@@ -210,7 +210,7 @@ class FilerSettings(CommonSettings):
 
     @model_validator(mode="after")
     def _check(self) -> FilerSettings:
-        if not self.root.is_dir():
+        if paths_are_local() and not self.root.is_dir():
             raise ValueError(f"root: {str(self.root)!r} is not a directory")
         if not self.prefix.startswith("/"):
             raise ValueError(f"prefix: {self.prefix!r} must start with /")
@@ -267,7 +267,7 @@ class RenderSettings(CommonSettings):
 
     @model_validator(mode="after")
     def _check(self) -> RenderSettings:
-        if self.templates is not None and not self.templates.is_dir():
+        if paths_are_local() and self.templates is not None and not self.templates.is_dir():
             raise ValueError(f"templates: {str(self.templates)!r} is not a directory")
         for spec in self.page:
             parts = spec.split()

@@ -16,6 +16,7 @@ __all__ = [
     "RcontrolApplySettings",
     "RcontrolControllerSettings",
     "RcontrolDeleteSettings",
+    "RcontrolExportSettings",
     "RcontrolScaleSettings",
     "RcontrolSettings",
     "RcontrolStatusSettings",
@@ -24,6 +25,9 @@ __all__ = [
 # A host name as agents give it: letters, digits, '.', '_' and '-' (it is part of keys and logs).
 HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}=[A-Za-z0-9._-]{0,63}$")
+# A Kubernetes resource quantity (500m, 0.5, 128Mi, 1Gi) and a namespace name (a DNS label).
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 class RcontrolSettings(CommonSettings):
@@ -66,6 +70,51 @@ class RcontrolDeleteSettings(RcontrolSettings):
     """rcontrol delete NAME: remove a deployment; its instances are shut down gracefully."""
 
     name: str = Field(..., min_length=1, description="The deployment.")
+
+
+class RcontrolExportSettings(RcontrolSettings):
+    """rcontrol export FILE --kubernetes: the deployments of a TOML file as Kubernetes manifests.
+
+    A Deployment per deployment (settings in a ConfigMap, probes on /healthz and /readyz), a
+    Service for hgateway and the exporter, a KEDA ScaledObject per autoscaled deployment. Redis
+    passwords become Secret references, never text: the output names the Secrets to create.
+    Multi-document YAML, on stdout or in --output. Reads no Redis.
+    """
+
+    cli_names: ClassVar[dict[str, str]] = {"redis_secrets": "redis-secret"}
+
+    file: Path = Field(..., description="The TOML file: one [deployments.NAME] table each.")
+    kubernetes: bool = Field(False, description="Write Kubernetes manifests (the one format).")
+    output: Path | None = Field(None, description="Write here instead of stdout.")
+    image: str = Field(
+        "mpush:latest", min_length=1, description="Container image with mpush installed."
+    )
+    redis_secrets: list[str] = Field(
+        [],
+        description="[HOST:PORT=]SECRET[:KEY]: the Kubernetes Secret (and its key, default "
+        "password) holding the password of the --redis server, or of HOST:PORT; repeatable.",
+    )
+    kube_namespace: str | None = Field(
+        None, description="Kubernetes namespace of every object (default: kubectl's)."
+    )
+    probe_port: int = Field(
+        9200, ge=1, le=65535, description="Port of /metrics, /healthz and /readyz in each pod."
+    )
+    cpu_request: str = Field("50m", description="CPU each pod requests.")
+    memory_request: str = Field("96Mi", description="Memory each pod requests.")
+    memory_limit: str = Field("512Mi", description="Memory each pod may use (empty: no limit).")
+
+    @model_validator(mode="after")
+    def _export(self) -> RcontrolExportSettings:
+        if not self.kubernetes:
+            raise ValueError("kubernetes: give --kubernetes (the one format export writes)")
+        for name in ("cpu_request", "memory_request", "memory_limit"):
+            value = getattr(self, name)
+            if (value or name != "memory_limit") and not _QUANTITY.match(value):
+                raise ValueError(f"{name}: {value!r} is not a Kubernetes quantity (100m, 128Mi)")
+        if self.kube_namespace is not None and not _DNS_LABEL.match(self.kube_namespace):
+            raise ValueError(f"kube_namespace: {self.kube_namespace!r} is not a DNS label")
+        return self
 
 
 class RcontrolStatusSettings(RcontrolSettings):

@@ -47,6 +47,7 @@ __all__ = [
     "check_settings",
     "parse_spec",
     "read_spec",
+    "read_toml",
 ]
 
 DEPLOYMENT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -168,15 +169,20 @@ def parse_spec(data: Mapping[str, Any]) -> Spec:
 
 def read_spec(path: Path) -> Spec:
     """Read and parse the TOML file ``path``."""
+    return parse_spec(read_toml(path))
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The TOML document ``path`` holds, not parsed further; ConfigError('file', …) when it
+    cannot be read."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError("file", f"cannot read {str(path)!r}: {exc.strerror}") from None
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("file", f"{path} is not valid TOML: {exc}") from None
-    return parse_spec(data)
 
 
 def check_settings(spec: Spec, *, namespace: str, redis: str) -> None:

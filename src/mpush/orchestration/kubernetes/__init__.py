@@ -1,0 +1,2 @@
+"""rcontrol's declarations as Kubernetes manifests: ``mpush rcontrol export --kubernetes``
+(docs/kubernetes.md)."""
