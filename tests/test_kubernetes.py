@@ -209,6 +209,15 @@ def test_a_scaled_object_carries_the_declared_queue_and_target(tmp_path: Path) -
     assert "autoscale.response_time = 0.2s of hfiler has no equivalent" in done.stderr
     assert "standby = 2 has no Kubernetes equivalent" in done.stderr
 
+    # a gateway declared for one machine (loopback) listens on every address in a pod
+    local = WEB.replace("port = 8080", 'port = 8080\nhost = "127.0.0.1"')
+    documents, done = export(tmp_path, local)
+    assert (
+        '"host": "0.0.0.0"'
+        in by_kind(documents, "ConfigMap")["gateway-settings"]["data"]["settings.json"]
+    )
+    assert "gateway: host = 127.0.0.1 replaced by 0.0.0.0" in done.stderr
+
     # a Cluster: the redis-cluster scaler; a queue Redis of its own: its address, db and TLS
     clustered, _ = export(tmp_path, WEB, "--redis", "redis+cluster://redis-0.redis:7000")
     (trigger,) = by_kind(clustered, "ScaledObject")["files"]["spec"]["triggers"]
@@ -315,9 +324,9 @@ def test_no_secret_appears_in_plain_text(tmp_path: Path) -> None:
         (WEB.replace("max = 6", "max = 0"), (), "deployments.files.autoscale.max"),
         (WEB.replace('zone = "eu"', 'zone = "-eu"'), (), "deployments.gateway.labels.zone"),
         (
-            WEB.replace("port = 8080", 'port = 8080\nhost = "127.0.0.1"'),
+            WEB.replace("port = 8080", "port = 9200"),
             (),
-            "deployments.gateway.settings.host: 127.0.0.1 cannot be reached through a Service",
+            "deployments.gateway.settings.port: a Service needs a fixed port of its own",
         ),
         (WEB, ("--redis-secret", "Bad_Name"), "redis_secrets"),
         (WEB, ("--redis", "unix:///run/redis.sock"), "redis: a unix socket URL"),

@@ -123,7 +123,13 @@ def export_kubernetes(declarations: Declarations, options: ExportOptions) -> Man
             if queues.username:
                 extra_env.append({"name": USERNAME_VARIABLE, "value": queues.username})
         documents += workload(
-            name, deployment, target, passwords, autoscaled=scaled, extra_env=extra_env
+            name,
+            deployment,
+            target,
+            passwords,
+            autoscaled=scaled,
+            notes=notes,
+            extra_env=extra_env,
         )
         documents += objects
         notes += _notes(name, declarations, scaled)

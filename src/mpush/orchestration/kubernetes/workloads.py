@@ -4,12 +4,12 @@ for a service that listens (hgateway, the exporter) a Service.
 An mpush service runs as rcontrol's agent runs it — ``mpush <service> --config FILE`` with the
 namespace, the Redis and a label given apart — here with the settings table as a JSON file
 mounted from the ConfigMap and the rest as ``MPUSH_*`` variables (the label is the pod's name).
-Its ``--metrics-port`` listener, on every address, serves the probes: startup and liveness on
-``/healthz``, readiness on ``/readyz`` (``mpush.runtime.health``). A command runs as given, with
-``RCONTROL_*`` variables as under an agent, and without probes (what healthy means for it is not
-known). ``labels`` become a nodeSelector, ``max_surge`` the rolling update's maxSurge (with
-maxUnavailable 0, so the declared replicas stay ready; 1 when max_surge is 0, as rcontrol
-retires one old instance first).
+Its ``--metrics-port`` listener, on every address (as is a listener's ``host``), serves the
+probes: startup and liveness on ``/healthz``, readiness on ``/readyz``
+(``mpush.runtime.health``). A command runs as given, with ``RCONTROL_*`` variables as under an
+agent, and without probes (what healthy means for it is not known). ``labels`` become a
+nodeSelector, ``max_surge`` the rolling update's maxSurge (with maxUnavailable 0, so the declared
+replicas stay ready; 1 when max_surge is 0, as rcontrol retires one old instance first).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ __all__ = ["CONFIG_DIR", "Target", "labels_of", "queues_endpoint", "selector", "
 CONFIG_DIR = "/etc/mpush"
 _CONFIG_FILE = "settings.json"
 _LISTENING = {"hgateway": "http", "exporter": "exporter"}  # services with a port of their own
-_LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+_ALL_ADDRESSES = {"0.0.0.0", "::"}
 _LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _LABEL_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
@@ -74,12 +74,14 @@ def workload(
     passwords: Passwords,
     *,
     autoscaled: bool,
+    notes: list[str],
     extra_env: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """The ConfigMap (services), Deployment and Service (listeners) of one deployment.
 
     ``autoscaled``: the Deployment leaves its replica count to KEDA; ``extra_env`` goes into the
-    container's environment (what a trigger reads from it)."""
+    container's environment (what a trigger reads from it); what had to change on the way is
+    added to ``notes``."""
     where = f"deployments.{name}"
     node_selector = _node_selector(where, deployment.labels)
     if deployment.command is not None:
@@ -88,7 +90,7 @@ def workload(
         digest = _digest({"command": deployment.command})
     else:
         assert deployment.service is not None
-        settings, env, ports = _service_settings(name, deployment, target, passwords)
+        settings, env, ports = _service_settings(name, deployment, target, passwords, notes)
         config = json.dumps(settings, sort_keys=True, indent=2)
         container = _service_container(name, deployment, target, env, ports)
         objects = [
@@ -172,7 +174,7 @@ def queues_endpoint(
 
 
 def _service_settings(
-    name: str, deployment: Deployment, target: Target, passwords: Passwords
+    name: str, deployment: Deployment, target: Target, passwords: Passwords, notes: list[str]
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """The settings file (passwords taken out, listeners on every address), the env, the ports."""
     assert deployment.service is not None
@@ -209,17 +211,19 @@ def _service_settings(
             variable = f"MPUSH_{password_key.upper()}"
             env.append({"name": variable, "valueFrom": endpoint.secret.env_source()})
     ports = [{"name": "metrics", "containerPort": _metrics_port(deployment, target)}]
+    if settings.get("metrics_host", "0.0.0.0") not in _ALL_ADDRESSES:
+        notes.append(
+            f"{name}: metrics_host = {settings['metrics_host']} replaced by 0.0.0.0 (the kubelet "
+            "probes the pod's address)"
+        )
     settings["metrics_port"] = ports[0]["containerPort"]
     settings["metrics_host"] = "0.0.0.0"
     port_name = _LISTENING.get(deployment.service)
     if port_name is not None:
         parsed = check_table(model, settings, where=f"{where}.settings", given=_given(target))
         host, port = getattr(parsed, "host", ""), int(getattr(parsed, "port", 0))
-        if "host" in settings and host in _LOOPBACK_HOSTS:
-            raise ConfigError(
-                f"{where}.settings.host",
-                f"{host} cannot be reached through a Service: leave it out",
-            )
+        if "host" in settings and host not in _ALL_ADDRESSES:
+            notes.append(f"{name}: host = {host} replaced by 0.0.0.0 (its Service reaches the pod)")
         if not port or port == ports[0]["containerPort"]:
             raise ConfigError(
                 f"{where}.settings.port",
