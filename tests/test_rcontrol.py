@@ -316,3 +316,19 @@ def _children_of(pid: int) -> list[int]:
             if int(text[text.rfind(")") + 2 :].split()[1]) == pid:
                 found.append(int(entry.name))
     return found
+
+
+def test_agents_and_the_controller_run_on_a_cluster(
+    redis_env: RedisEnv, spawn: Spawner, tmp_path: Path
+) -> None:
+    """The agent's heartbeat script and reads, the controller's fenced steps: on a Cluster too
+    (the namespace's hash tag keeps rcontrol's keys in one slot)."""
+    if not redis_env.is_cluster:
+        pytest.skip("every other test here runs on standalone")
+    rig = Rig(redis_env, spawn, tmp_path)
+    up(rig)
+    assert rig.apply(pipe(replicas=2)).returncode == 0
+    rig.wait_running(2)
+    assert sorted(rig.host_of(r) for r in rig.running()) == ["a", "b"]
+    rig.client.lpush("{rc}:in", "hello")
+    assert rig.client.brpop(["{rc}:out"], timeout=5) == ("{rc}:out", "hello")

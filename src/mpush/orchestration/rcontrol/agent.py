@@ -181,15 +181,12 @@ class Agent:
         args: list[str | int] = [self.host, round(settings.host_ttl * 1000)]
         for name, value in fields.items():
             args += [name, value]
+        # The script on its own: a Cluster client refuses scripts inside a pipeline.
+        await heartbeat(keys=[self.keys.host(self.host), self.keys.hosts], args=args)
         async with redis.pipeline(transaction=False) as pipe:
-            await heartbeat(
-                keys=[self.keys.host(self.host), self.keys.hosts],
-                args=args,
-                client=pipe,  # type: ignore[arg-type]  # queued on the pipeline
-            )
             pipe.hgetall(self.keys.assignments)
             pipe.hgetall(self.registry.labels)
-            _, assigned, labels_raw = await pipe.execute()
+            assigned, labels_raw = await pipe.execute()
         mine: dict[str, Assignment] = {}
         for raw_id, raw in (assigned or {}).items():
             placed = Placed.decode(reply_text(raw_id), reply_text(raw))
