@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import threading
 import time
@@ -214,6 +215,30 @@ def test_config_discovered_from_redis_hash(redis_env: RedisEnv, spawn: Spawner) 
     assert result.returncode == 2
     assert f"{NS}:config timeout" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_gateways_of_one_host_share_a_port_with_reuse_port(
+    redis_env: RedisEnv, spawn: Spawner
+) -> None:
+    """--reuse-port: two gateways listen on one port; when one stops, the other still answers.
+    Without it the second one cannot listen: one line naming the port, exit 2."""
+    web = Web(redis_env, spawn)
+    first = web.gateway("--reuse-port")
+    port = web.ports[0]
+    second = web.gateway("--reuse-port", port=port)
+    web.router()
+    web.handler("echo", ECHO)
+    web.wait_started()
+    web.wait_serving()
+    assert first.alive
+    assert second.alive
+    first.signal(signal.SIGTERM)
+    assert first.wait() == 0
+    for _ in range(20):  # every new connection lands on the gateway still listening
+        assert httpx.get(web.url("/echo/ann"), timeout=5).status_code == 200
+    lone = web.gateway(port=port)
+    assert lone.wait() == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in lone.log()
 
 
 def test_graceful_shutdown_finishes_requests_in_flight(redis_env: RedisEnv, spawn: Spawner) -> None:

@@ -35,6 +35,11 @@ class GatewaySettings(CommonSettings):
 
     host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0: all).")
     port: int = Field(8080, ge=0, le=65535, description="TCP port to listen on.")
+    reuse_port: bool = Field(
+        False,
+        description="Share the port with other gateways on this host (SO_REUSEPORT): the kernel "
+        "spreads new connections among them.",
+    )
     queue: str = Field("hgateway:req", min_length=1, description="The request queue.")
     reply_prefix: str | None = Field(
         None,
@@ -92,6 +97,7 @@ class GatewaySettings(CommonSettings):
     discoverable: ClassVar[tuple[str, ...]] = (
         "host",
         "port",
+        "reuse_port",
         "queue",
         "reply_prefix",
         "timeout",

@@ -18,6 +18,9 @@ lets the requests in flight finish for up to ``drain`` seconds, and answers the 
 Answers a handler marks ``Cache-Control: public`` are reused for up to ``cache_max_age`` seconds
 (``mpush.http.cache``): repeats of a hot ``GET`` are answered without a round trip through Redis.
 
+With ``reuse_port`` several gateways of one host listen on the same port (``SO_REUSEPORT``): the
+kernel spreads new connections among them, and one that stops leaves the port to the others.
+
 Served by ``mpush.http.server`` and ``mpush.http.protocol`` (httptools on uvloop), with their
 limits: receipt timeouts, header sizes, a cap on connections.
 """
@@ -255,7 +258,9 @@ class Gateway:
             if found:
                 self.settings = overlay(self.settings, found, origin=key)
                 log.info("configuration discovered from %s: %s", key, ", ".join(sorted(found)))
-        self._socket = _listen(self.settings.host, self.settings.port)
+        self._socket = _listen(
+            self.settings.host, self.settings.port, reuse_port=self.settings.reuse_port
+        )
 
     def limits(self) -> Limits:
         """The server's limits from the settings, the connection cap within the open-files limit."""
@@ -383,10 +388,12 @@ async def _consumers(redis: AnyRedis, keys: ServiceKeys, queues: list[str]) -> d
     return counts
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def _listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:  # every gateway of the host listens; the kernel spreads the connections
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
         sock.listen(2048)
