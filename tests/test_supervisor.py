@@ -114,6 +114,27 @@ async def test_restart_delays_grow_then_it_gives_up(
     assert lines(other, "TERM"), "the healthy child was stopped with SIGTERM"
 
 
+async def test_a_child_may_have_a_restart_policy_of_its_own(tmp_path: Path) -> None:
+    """A child with a longer first delay is restarted later than its siblings (as the demo's
+    rcontrol agents are, so that the death of their host is seen)."""
+    quick, slow = tmp_path / "quick", tmp_path / "slow"
+    late = RestartPolicy(first_delay=1.6, max_delay=1.6, stable_after=2.0, stop_timeout=2.0)
+    slow_spec = ChildSpec("slow", worker("slow", slow).argv, policy=late)
+    supervisor = Supervisor([worker("quick", quick), slow_spec], tmp_path / "logs", policy=FAST)
+    running = asyncio.create_task(supervisor.run())
+    await until(lambda: lines(quick, "START") and lines(slow, "START"))
+    killed = time.monotonic()
+    os.kill(int(lines(quick, "START")[0]), signal.SIGKILL)
+    os.kill(int(lines(slow, "START")[0]), signal.SIGKILL)
+    await until(lambda: len(lines(quick, "START")) == 2)
+    assert time.monotonic() - killed < 0.8  # FAST: at most 0.1 s, plus a start
+    assert len(lines(slow, "START")) == 1  # its own delay: 0.8 … 1.6 s
+    await until(lambda: len(lines(slow, "START")) == 2)
+    assert time.monotonic() - killed >= 0.8
+    supervisor.stop("test over")
+    assert await asyncio.wait_for(running, 15) == Exit.OK
+
+
 async def test_bad_configuration_is_not_restarted(tmp_path: Path) -> None:
     other = tmp_path / "other"
     bad = ChildSpec("bad", [sys.executable, "-c", "print('config: port: no'); raise SystemExit(2)"])

@@ -48,21 +48,23 @@ _PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
-class ChildSpec:
-    """One supervised program: a name, its argv, and its stage (stopped before lower stages)."""
-
-    name: str
-    argv: Sequence[str]
-    stage: int = 0
-
-
-@dataclass(frozen=True)
 class RestartPolicy:
     first_delay: float = 0.5
     max_delay: float = 30.0
     stable_after: float = 10.0
     give_up_after: int = 8
     stop_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """One supervised program: a name, its argv, its stage (stopped before lower stages), and
+    a restart policy of its own if it needs one (else its supervisor's)."""
+
+    name: str
+    argv: Sequence[str]
+    stage: int = 0
+    policy: RestartPolicy | None = None
 
 
 @dataclass(frozen=True)

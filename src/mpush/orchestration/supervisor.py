@@ -3,7 +3,8 @@
 - Every child is a real process the supervisor holds a handle on (``children.py``: its own process
   group, SIGTERM should the supervisor itself die, even by ``kill -9``).
 - A child that exits while nothing asked it to is restarted after a capped exponential backoff
-  with jitter; a child that ran ``stable_after`` seconds starts again from the first delay.
+  with jitter; a child that ran ``stable_after`` seconds starts again from the first delay. A
+  child may have a restart policy of its own (``ChildSpec.policy``), e.g. a longer first delay.
 - Restarting cannot fix a bad configuration: a child exiting with code 2 stops everything, as does
   a child that failed ``give_up_after`` times in a row without ever running stable.
 - SIGTERM/SIGINT stops the children stage by stage, highest stage first (a front end stops taking
@@ -55,12 +56,12 @@ class Supervisor:
         policy: RestartPolicy | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
-        self.policy = policy = policy or RestartPolicy()
+        self.policy = policy or RestartPolicy()
         self.children = [
             Child(
                 spec,
                 log_dir / f"{spec.name}.log",
-                backoff=Backoff(policy.first_delay, policy.max_delay),
+                backoff=Backoff(self._policy(spec).first_delay, self._policy(spec).max_delay),
             )
             for spec in specs
         ]
@@ -70,6 +71,9 @@ class Supervisor:
         self._exit_code = Exit.OK
         self._signals = 0
         self._preexec: Callable[[], None] | None = None
+
+    def _policy(self, spec: ChildSpec) -> RestartPolicy:
+        return spec.policy or self.policy
 
     def child(self, name: str) -> Child:
         return next(child for child in self.children if child.spec.name == name)
@@ -129,7 +133,7 @@ class Supervisor:
 
     async def _keep(self, child: Child) -> None:
         """Restart ``child`` whenever it exits, until the supervisor stops."""
-        policy = self.policy
+        policy = self._policy(child.spec)
         while not self.stopping.requested:
             if child.process is None:
                 await self._spawn(child)
@@ -172,7 +176,7 @@ class Supervisor:
                 await self._reap(child)
 
     async def _reap(self, child: Child) -> None:
-        code = await child.reap(self.policy.stop_timeout)
+        code = await child.reap(self._policy(child.spec).stop_timeout)
         if code != 0 and self._exit_code == Exit.OK:
             self._exit_code = Exit.FAILURE
         log.info("%s (pid %s) stopped: %s", child.spec.name, child.pid, describe(code))
