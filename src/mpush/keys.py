@@ -36,7 +36,8 @@ default, given after the arrow; a setting can rename each::
     NS:templates           hash    hrender's templates kept in Redis      → hrender:templates
 
 The request queue and the handlers' queues are lists the user names (``--queue``, ``--route``);
-``mpush demo`` names them ``NS:req``, ``NS:pages``, ``NS:files``, ``NS:query`` (``DemoKeys``).
+``mpush demo`` names them ``NS:req``, ``NS:pages``, ``NS:files``, ``NS:query``, ``NS:work`` and
+``NS:control`` (``DemoKeys``), and keeps ``NS:site`` (a hash: what its page shows where).
 
 Message tracking (``MessageKeys``, on the Redis of the queues; docs/tracking.md)::
 
@@ -535,6 +536,16 @@ class DemoKeys:
     @property
     def query(self) -> str:
         return f"{self.namespace}:query"
+
+    @property
+    def work(self) -> str:
+        """The slow handler's queue, where the demo's load goes."""
+        return f"{self.namespace}:work"
+
+    @property
+    def control(self) -> str:
+        """The queue of the demo's control requests (``/control/…``), served by ``mpush demo``."""
+        return f"{self.namespace}:control"
 
     @property
     def site(self) -> str:

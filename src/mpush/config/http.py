@@ -283,9 +283,11 @@ class RenderSettings(CommonSettings):
 
 
 class DemoSettings(CommonSettings):
-    """demo: the distributed web server on http://localhost:8080 — a private redis-server unless
-    --redis is given, hgateway, hrouter, hfiler, hrender, rquery and a live-data pipeline, each its
-    own supervised process — until Ctrl-C. With --fanout: mpush fanning out three messages."""
+    """demo: the distributed web server on http://localhost:8080, run by rcontrol — a private
+    redis-server unless --redis is given, two agents (host-a, host-b) and a controller running
+    the gateway, router, handlers and a live-data ring declared in the demo's TOML file — with a
+    page of live charts and a load control, until Ctrl-C. With --fanout: mpush fanning out three
+    messages."""
 
     cli_names: ClassVar[dict[str, str]] = {"run_for": "for"}
 
@@ -313,11 +315,22 @@ class DemoSettings(CommonSettings):
         le=65535,
         description="Also run mpush exporter for the demo's namespace on this port (on --host).",
     )
+    load: float = Field(
+        0.0,
+        ge=0,
+        le=500,
+        description="Requests a second to the slow handler (/work) from the start; the page's "
+        "load buttons change it.",
+    )
 
     @model_validator(mode="after")
     def _namespace_is_one_word(self) -> DemoSettings:
         if self.service_namespace is not None and not re.fullmatch(r"\S+", self.service_namespace):
             raise ValueError("service_namespace: must be one word (it names queues in routes)")
+        if self.service_redis:
+            raise ValueError(
+                "service_redis: the demo keeps its registry beside rcontrol's state, on --redis"
+            )
         return self
 
     @property

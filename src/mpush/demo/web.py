@@ -1,19 +1,17 @@
-"""``mpush demo``: the distributed web server, every part its own supervised process.
+"""``mpush demo``: the distributed web server, run by rcontrol from what Redis declares.
 
-A private redis-server on a free port (unless ``--redis`` is given), then, as children of one
-:class:`~mpush.orchestration.supervisor.Supervisor`:
+A private redis-server on a free port (unless ``--redis`` is given); then, as children of one
+:class:`~mpush.orchestration.supervisor.Supervisor`, rcontrol's controller and two agents, hosts
+``host-a`` and ``host-b`` (and ``mpush exporter`` with ``--metrics-port``). The web server itself
+is declared in ``site/rcontrol.toml`` (``declaration.py`` fills it in) and applied: the controller
+places its instances on the agents' hosts — gateway, router, the handlers with their standby
+instances, a slow backend, the live ring — and keeps them there.
 
-    hgateway   HTTP on http://localhost:8080 → <ns>:req
-    hrouter    <ns>:req → <ns>:pages (/), <ns>:files (/static/), <ns>:query (/data/)
-    hrender    the home page, a Jinja2 template of ``site/templates``, with data from Redis
-    hfiler     the stylesheet, script and logo of ``site/static``, kept in Redis
-    rquery     read-only JSON of the registry, the metrics and the live data, for the page's script
-    mthrottle, mpush, lpush
-               live data: a ring of messages moving a few times a second, so the metrics move
-
-The namespace (``demo:web`` by default) holds the registry and metrics of all of them; the hash
-``<ns>:site`` tells the page where things are. The site is up when ``/``, a static file and an
-rquery answer 200: then the URL is printed, and everything runs until Ctrl-C (or ``--for``).
+The demo process also serves ``/control/…`` (``console.py``: rcontrol's status for the page, the
+load and scale buttons) and runs the load (``load.py``). The site is up when its pages answer and
+every deployment is ready: then the URL is printed, and everything runs until Ctrl-C (or
+``--for``). An agent killed with ``kill -9`` is started again only after ``AGENT_RESTART``'s delay,
+so its host is seen to die and its instances are placed on the other host first.
 """
 
 from __future__ import annotations
@@ -24,29 +22,41 @@ import logging
 import socket
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from mpush.config import DemoSettings
-from mpush.connection import AnyRedis, connect, describe_url, parse_redis_url
+from mpush.connection import AnyRedis, connect, describe_url, parse_redis_url, reply_text
+from mpush.demo.console import Console
+from mpush.demo.declaration import SHARED, SITE, TEMPLATE, Declared, declare
 from mpush.demo.fanout import run_fanout
+from mpush.demo.load import MAX_RATE, Load
+from mpush.demo.work import DELAY
 from mpush.errors import ConfigError, MpushError
 from mpush.exits import Exit
-from mpush.keys import DemoKeys, ServiceKeys
+from mpush.keys import DemoKeys, RcontrolKeys, ServiceKeys
+from mpush.orchestration.rcontrol.store import apply_spec, check_slots, delete_deployment
 from mpush.orchestration.redisserver import RedisServer, ServerError, free_port
-from mpush.orchestration.supervisor import ChildSpec, Supervisor, die_with_parent
+from mpush.orchestration.supervisor import ChildSpec, RestartPolicy, Supervisor, die_with_parent
 from mpush.retry import wait_until_reachable
 
-__all__ = ["SITE", "DemoKeys", "child_specs", "run_demo"]
+__all__ = ["AGENT_RESTART", "HOSTS", "SITE", "DemoKeys", "child_specs", "run_demo"]
 
 log = logging.getLogger(__name__)
 
-SITE = Path(__file__).resolve().parent / "site"
-RATE = 4  # messages a second round the live ring
-CAPACITY = 20  # messages kept on the archive list
+HOSTS = ("host-a", "host-b")
+HOST_TTL = 3.0  # seconds without a heartbeat before a host is dead
+CAPACITY_PER_HOST = 40  # instances: room for everything on one host, every deployment at its max
+# A killed agent comes back after 6–12 s: its host is dead by then and its instances placed on
+# the other host, which is what a kill -9 is meant to show.
+AGENT_RESTART = RestartPolicy(first_delay=12.0, max_delay=60.0, stable_after=10.0)
 RING = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel")
-READY_WITHIN = 60.0
+RATE, CAPACITY = 4, 20  # the live ring: moves a second, messages kept on its archive
+PRESETS = (0, 20, 50, 100)  # the page's load buttons, requests a second
+READY_WITHIN = 90.0
 _PROBE_TIMEOUT = 5.0
 
 
@@ -56,11 +66,14 @@ def run_demo(settings: DemoSettings) -> int:
         return run_fanout(None if settings.private_redis else settings.redis)
     port = _choose_port(settings.host, settings.port)
     layout = DemoKeys(settings.service_namespace or "demo:web")
+    if settings.cluster:
+        check_slots(RcontrolKeys(layout.namespace))
+    declared = declare(settings, layout, port, settings.redis or "redis://127.0.0.1:6379/0")
     with (
         tempfile.TemporaryDirectory(prefix="mpush-demo-") as tmp,
         _redis(settings, Path(tmp)) as url,
     ):
-        return asyncio.run(_serve(settings, layout, url, port, Path(tmp)))
+        return asyncio.run(_serve(settings, layout, declared, url, port, Path(tmp)))
 
 
 def _choose_port(host: str, port: int) -> int:
@@ -95,43 +108,82 @@ def _redis(settings: DemoSettings, tmp: Path) -> Iterator[str]:
         _say("stopped the private redis-server")
 
 
-async def _serve(settings: DemoSettings, layout: DemoKeys, url: str, port: int, tmp: Path) -> int:
+async def _serve(
+    settings: DemoSettings, layout: DemoKeys, declared: Declared, url: str, port: int, tmp: Path
+) -> int:
     redis = connect(parse_redis_url(url, cluster=settings.cluster), socket_timeout=5.0)
     try:
         await wait_until_reachable(
             redis, what=f"redis {describe_url(url)}", within=settings.startup_timeout
         )
-        await _prepare(redis, layout)
+        await _prepare(redis, layout, declared)
+        return await _run(settings, layout, declared, redis, url, port, tmp)
     finally:
         await redis.aclose()
-    specs = child_specs(settings, layout, url, port)
+
+
+async def _run(
+    settings: DemoSettings,
+    layout: DemoKeys,
+    declared: Declared,
+    redis: AnyRedis,
+    url: str,
+    port: int,
+    tmp: Path,
+) -> int:
+    specs = child_specs(settings, layout, url, tmp)
     supervisor = Supervisor([spec for spec, _ in specs], tmp / "logs")
     await supervisor.start()
     running = asyncio.create_task(supervisor.run(stop_after=settings.run_for))
-    ready = asyncio.create_task(_wait_ready(settings.host, port, layout))
+    address = _address(settings.host)
+    load = Load(address, port, "/work")
+    console = Console(
+        redis, layout, declared, load, site_info(layout, declared), pop_timeout=settings.pop_timeout
+    )
+    helpers = [
+        asyncio.create_task(_guarded(supervisor, "the control requests", console.run(
+            supervisor.stopping, outage=f"redis {describe_url(url)}"))),
+        asyncio.create_task(_guarded(supervisor, "the load", load.run(supervisor.stopping))),
+    ]  # fmt: skip
+    ready = asyncio.create_task(_come_up(settings, layout, declared, redis, port, console))
     await asyncio.wait({running, ready}, return_when=asyncio.FIRST_COMPLETED)
-    if ready.done() and ready.result():
-        _banner(supervisor, specs, layout, url, settings.host, port, tmp / "logs")
+    failure = ready.exception() if ready.done() else None
+    if ready.done() and failure is None and ready.result():
+        _banner(supervisor, specs, layout, declared, url, settings.host, port, tmp)
+        load.set_rate(settings.load)
     elif not running.done():
-        _say(f"the site did not answer within {READY_WITHIN:g}s")
+        if failure is not None:
+            _say(f"the web server could not be declared: {failure}")
+        else:
+            _say(f"the site was not up within {READY_WITHIN:g}s")
         supervisor.stop("the site did not come up", Exit.FAILURE)
     ready.cancel()
     code = await running
+    await asyncio.gather(*helpers)
     if code != Exit.OK:  # the logs go with the temporary directory: show how each one ended
-        for child in supervisor.children:
-            _say(f"--- {child.log_path.name}, last lines:\n{_tail(child.log_path)}")
+        for log_path in sorted((tmp / "logs").glob("*.log")):
+            _say(f"--- {log_path.name}, last lines:\n{_tail(log_path)}")
     _say(f"every process stopped; exit code {code}")
     return code
 
 
-async def _prepare(redis: AnyRedis, layout: DemoKeys) -> None:
+async def _guarded(supervisor: Supervisor, what: str, work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work``; should it fail, say so and stop the demo."""
+    try:
+        await work
+    except Exception:
+        log.exception("%s failed", what)
+        supervisor.stop(f"{what} failed", Exit.FAILURE)
+
+
+async def _prepare(redis: AnyRedis, layout: DemoKeys, declared: Declared) -> None:
     """Tell the page where things are; start the live ring unless it is running already."""
     await redis.hset(
         layout.site,
         mapping={
             "namespace": layout.namespace,
-            "queue": layout.requests,
-            "pages": layout.pages,
+            "requests": layout.requests,
+            "mode": "autoscale" if declared.autoscaled else "manual",
             "live": layout.live,
             "rate": RATE,
             "capacity": CAPACITY,
@@ -142,81 +194,126 @@ async def _prepare(redis: AnyRedis, layout: DemoKeys) -> None:
         await redis.rpush(layout.ring("ring"), *RING)
 
 
+async def _apply(redis: AnyRedis, layout: DemoKeys, declared: Declared) -> None:
+    """Declare the web server: the namespace holds exactly the deployments of the file."""
+    keys = RcontrolKeys(layout.namespace)
+    by = f"mpush demo on {socket.gethostname()}"
+    for raw in await redis.smembers(keys.deployments):
+        name = reply_text(raw)
+        if name not in declared.spec.deployments:
+            await delete_deployment(redis, keys, name, by=by)
+    await apply_spec(redis, keys, declared.spec, by=by)
+
+
+def site_info(layout: DemoKeys, declared: Declared) -> dict[str, Any]:
+    """Where the page finds what it shows, and what it may change."""
+    registry = ServiceKeys(layout.namespace)
+    return {
+        "namespace": layout.namespace,
+        "hosts": list(HOSTS),
+        "mode": "autoscale" if declared.autoscaled else "manual",
+        "timeout": declared.gateway_timeout,
+        "queues": {
+            "requests": layout.requests,
+            "pages": layout.pages,
+            "files": layout.files,
+            "query": layout.query,
+            "work": layout.work,
+        },
+        "metrics": {
+            "gateway": registry.metrics("hgateway:response"),
+            "pages": registry.metrics("hrender"),
+            "files": registry.metrics("hfiler"),
+            "query": registry.metrics("rquery"),
+            "work": registry.metrics("handler"),
+        },
+        "errors": registry.metrics("hgateway"),  # the gateway's answers by status
+        "archive": layout.ring("archive"),
+        "scalable": [asdict(scalable) for scalable in declared.scalable.values()],
+        "presets": list(PRESETS),
+        "max_rate": MAX_RATE,
+        "work_delay": DELAY,
+    }
+
+
 def child_specs(
-    settings: DemoSettings, layout: DemoKeys, url: str, port: int
+    settings: DemoSettings, layout: DemoKeys, url: str, tmp: Path
 ) -> list[tuple[ChildSpec, str]]:
-    """Every child of the demo with a line saying what it does. Stages: workers 0, router 1,
-    gateway 2 — the gateway stops first, the workers behind it last."""
-    ns, live = layout.namespace, layout.ring
+    """The demo's own children with a line saying what each does. Stages: the controller stops
+    first (2), so that nothing is rescheduled while the agents (1) stop their instances."""
+    ns = layout.namespace
     common = _common_flags(settings, url, ns)
-    statics, templates = SITE / "static", SITE / "templates"
-    registry = ServiceKeys(ns)
-    allowed = (registry.instance_prefix, registry.metrics_prefix, layout.live)
-    page = f"home home.html site={layout.site} ids={registry.ids}"
-    page += f" gateway={registry.metrics('hgateway')} archive={live('archive')}"
-    table = [
-        ("hgateway", 2, f"http://{settings.host}:{port} → {layout.requests}",
-         ["--host", settings.host, "--port", str(port), "--queue", layout.requests,
-          "--timeout", "5"]),
-        ("hrouter", 1, f"{layout.requests} → {layout.pages} | {layout.files} | {layout.query}",
-         ["--in", layout.requests,
-          "--route", f"GET,HEAD ^/$ {layout.pages} home",
-          "--route", f"GET,HEAD ^/static/ {layout.files} static",
-          "--route", f"GET,HEAD ^/data/ {layout.query} data"]),
-        ("hrender", 0, f"{layout.pages} → {templates}/home.html",
-         ["--in", layout.pages, "--templates", str(templates), "--page", page]),
-        ("hfiler", 0, f"{layout.files} → {statics}/",
-         ["--in", layout.files, "--root", str(statics), "--prefix", "/static", "--gzip",
-          "--ttl", "60"]),
-        ("rquery", 0, f"{layout.query} → reads {', '.join(allowed)}*",
-         ["--in", layout.query, "--prefix", "/data",
-          *[arg for prefix in allowed for arg in ("--allow", prefix)]]),
-        ("mthrottle", 0, f"{live('ring')} → {live('in')}, {RATE} a second",
-         ["--in", live("ring"), "--out", live("in"), "--rate", str(RATE)]),
-        ("mpush", 0, f"{live('in')} → {live('ring')}, {live('out')}",
-         ["--in", live("in"), "--out", live("ring"), "--out", live("out"),
-          "--no-message-tracking"]),
-        ("lpush", 0, f"{live('out')} → {live('archive')}, newest {CAPACITY}",
-         ["--in", live("out"), "--out", live("archive"), "--capacity", str(CAPACITY),
-          "--no-message-tracking"]),
+    mpush = [sys.executable, "-m", "mpush"]
+    children = [
+        (ChildSpec("controller", [*mpush, "rcontrol", "controller", *common, "--tick", "1"], 2),
+         f"reconciles what {ns} declares with what runs"),
     ]  # fmt: skip
+    for host in HOSTS:
+        argv = [*mpush, "rcontrol", "agent", "--host", host, *common,
+                "--heartbeat", "1", "--host-ttl", f"{HOST_TTL:g}",
+                "--capacity", str(CAPACITY_PER_HOST),
+                "--work-dir", str(tmp / "hosts" / host)]  # fmt: skip
+        children.append(
+            (ChildSpec(host, argv, 1, AGENT_RESTART), f"agent of {host}: runs what is placed there")
+        )
     if settings.metrics_port is not None:
-        table.append(
-            ("exporter", 0, f"{ns} → http://{settings.host}:{settings.metrics_port}/metrics",
-             ["--host", settings.host, "--port", str(settings.metrics_port)])
-        )  # fmt: skip
-    return [
-        (ChildSpec(name, [sys.executable, "-m", "mpush", name, *common, *args], stage), what)
-        for name, stage, what, args in table
-    ]
+        argv = [*mpush, "exporter", *common, "--host", settings.host,
+                "--port", str(settings.metrics_port)]  # fmt: skip
+        where = f"http://{settings.host}:{settings.metrics_port}/metrics"
+        children.append((ChildSpec("exporter", argv, 0), f"{ns} → {where}"))
+    return children
 
 
 def _common_flags(settings: DemoSettings, url: str, namespace: str) -> list[str]:
-    """The settings every service shares, passed on from the demo's own."""
+    """The settings every mpush process of the demo shares, passed on from the demo's own."""
     flags = ["--redis", url, "--service-namespace", namespace]
     if settings.cluster:
         flags.append("--cluster")
-    if settings.service_redis:
-        flags += ["--service-redis", settings.service_redis]
-    for name in (
-        "service_expire", "service_renew", "service_check", "service_capacity", "pop_timeout",
-        "startup_timeout", "metrics_interval", "log_format", "log_level",
-    ):  # fmt: skip
+    for name in SHARED:
         flags += ["--" + name.replace("_", "-"), str(getattr(settings, name))]
     return flags
 
 
-async def _wait_ready(host: str, port: int, layout: DemoKeys) -> bool:
-    """True once the home page, a static file and rquery answer 200; False after a while."""
-    address = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
-    probes = ["/", "/static/site.css", "/data/llen/" + quote(layout.ring("ring"), safe="")]
+def _address(host: str) -> str:
+    """Where this machine reaches the site."""
+    return "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+
+
+async def _come_up(
+    settings: DemoSettings,
+    layout: DemoKeys,
+    declared: Declared,
+    redis: AnyRedis,
+    port: int,
+    console: Console,
+) -> bool:
+    """Once every host's agent heartbeats, declare the web server (so that its instances are
+    spread over the hosts); True once the pages, a static file, rquery, the slow handler and the
+    console answer 200 and every deployment is ready. False after ``READY_WITHIN``."""
+    keys = RcontrolKeys(layout.namespace)
+    address = _address(settings.host)
+    probes = ["/", "/static/site.css", "/data/llen/" + quote(layout.ring("ring"), safe=""),
+              "/work", "/control/status"]  # fmt: skip
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(READY_WITHIN):
+            hosts = [keys.host(host) for host in HOSTS]
+            while await redis.exists(*hosts) < len(hosts):  # noqa: ASYNC110 - agents write them
+                await asyncio.sleep(0.2)
+            await _apply(redis, layout, declared)
             while True:
                 codes = [await http_status(address, port, path) for path in probes]
-                if all(code == 200 for code in codes):
+                if all(code == 200 for code in codes) and await _all_ready(console):
                     return True
-                await asyncio.sleep(0.2)
+                await asyncio.sleep(0.3)
+    return False
+
+
+async def _all_ready(console: Console) -> bool:
+    with contextlib.suppress(Exception):  # Redis away for a moment: not ready yet
+        deployments = (await console.status())["rcontrol"]["deployments"]
+        return bool(deployments) and all(
+            d["ready"] == d["desired"] and d["standby"] == d["standby_desired"] for d in deployments
+        )
     return False
 
 
@@ -241,20 +338,39 @@ def _banner(
     supervisor: Supervisor,
     specs: list[tuple[ChildSpec, str]],
     layout: DemoKeys,
+    declared: Declared,
     url: str,
     host: str,
     port: int,
-    logs: Path,
+    tmp: Path,
 ) -> None:
     shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::", "") else host
-    lines = ["", "mpush demo: the distributed web server, each part its own process", ""]
-    lines.append(f"  {'redis':10} {describe_url(url)}")
+    ns = layout.namespace
+    flags = f"--redis {url} --service-namespace {ns}"
+    lines = ["", "mpush demo: a web server of small processes, run by rcontrol from Redis", ""]
+    lines.append(f"  {'redis':12} {describe_url(url)}")
     for spec, what in specs:
-        lines.append(f"  {spec.name:10} pid {supervisor.child(spec.name).pid:<7} {what}")
+        lines.append(f"  {spec.name:12} pid {supervisor.child(spec.name).pid:<7} {what}")
+    runs = ", ".join(
+        f"{name}" + (f" ×{d.replicas}" if d.replicas != 1 else "")
+        for name, d in declared.spec.deployments.items()
+    )
+    lines.append(f"  {'declared':12} {runs} ({TEMPLATE.name})")
+    scalable = ", ".join(f"{s.name} {s.min}–{s.max}" for s in declared.scalable.values())
+    if declared.autoscaled:
+        scaling = f"rcontrol scales {scalable} by itself"
+    else:
+        scaling = f"scale {scalable} with the page's + and − (or: mpush rcontrol scale NAME N)"
+    agent = supervisor.child(HOSTS[-1]).pid
     lines += [
         "",
-        f"Logs: {logs}/<name>.log. Kill any pid above (kill -9): the supervisor restarts it.",
-        f"Registry: mpush status --redis {url} --service-namespace {layout.namespace}",
+        "Try:",
+        f"  - the page's load buttons (or mpush demo --load 50): {layout.work} grows; {scaling}",
+        f"  - kill -9 {agent} (the agent of {HOSTS[-1]}): the host dies and its instances are "
+        f"placed on {HOSTS[0]}",
+        f"  - mpush rcontrol status --events {flags}",
+        "",
+        f"Logs: {tmp}/logs/<name>.log, instances' in {tmp}/hosts/<host>/<instance>.log",
         "",
         f"serving http://{shown}:{port}/ (Ctrl-C stops everything)",
     ]
