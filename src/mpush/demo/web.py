@@ -356,18 +356,19 @@ def _banner(
         for name, d in declared.spec.deployments.items()
     )
     lines.append(f"  {'declared':12} {runs} ({TEMPLATE.name})")
-    scalable = ", ".join(f"{s.name} {s.min}–{s.max}" for s in declared.scalable.values())
     if declared.autoscaled:
-        scaling = f"rcontrol scales {scalable} by itself"
+        scaling = "rcontrol adds instances of work by itself, and retires them after the load"
     else:
-        scaling = f"scale {scalable} with the page's + and − (or: mpush rcontrol scale NAME N)"
+        scaling = (
+            f"add instances of work with the page's + (or: mpush rcontrol scale work 3 {flags})"
+        )
     agent = supervisor.child(HOSTS[-1]).pid
     lines += [
         "",
         "Try:",
-        f"  - the page's load buttons (or mpush demo --load 50): {layout.work} grows; {scaling}",
-        f"  - kill -9 {agent} (the agent of {HOSTS[-1]}): the host dies and its instances are "
-        f"placed on {HOSTS[0]}",
+        f"  - a load button of the page (or start with --load 50): {layout.work} grows;",
+        f"    {scaling}",
+        f"  - kill -9 {agent} ({HOSTS[-1]}'s agent): the host dies, its instances go to {HOSTS[0]}",
         f"  - mpush rcontrol status --events {flags}",
         "",
         f"Logs: {tmp}/logs/<name>.log, instances' in {tmp}/hosts/<host>/<instance>.log",
