@@ -379,28 +379,27 @@ def test_kill_9_of_an_agent_places_its_instances_on_the_other_host(demo: Running
     before = demo.view()
     lost = [i for d in before["deployments"] for i in d["instances"] if i["host"] == dead]
     assert lost, "the other host runs some instances"
+    killed = float(client.time()[0])
     os.kill(agent, signal.SIGKILL)
 
     def rescheduled() -> bool:
         view = demo.view()
-        hosts = {host["name"]: host["alive"] for host in view["hosts"]}
+        seen = {e["kind"] for e in view["events"] if e["host"] == dead and e["at"] >= killed}
         active = [i for d in view["deployments"] for i in d["instances"] if i["role"] == "active"]
         return (
-            hosts.get(dead) is False
+            {"host-dead", "reschedule"} <= seen
             and all_ready(view)
             and all(instance["host"] == other for instance in active)
         )
 
+    # The demo starts the agent again 6 to 12 s after its death: its host may be back by then.
     wait_until(
         rescheduled, timeout=30, interval=0.5, message=lambda: f"rescheduled:\n{demo.view()}"
     )
-    events = [e for e in demo.view()["events"] if e["host"] == dead]
-    assert {"host-dead", "reschedule"} <= {e["kind"] for e in events}
     for instance in lost:  # the kernel stopped the dead agent's instances
         assert instance["pid"] is None or not alive(instance["pid"])
     wait_until(lambda: demo.get("/").status_code == 200, timeout=10, message="the site")
     assert demo.status()["rcontrol"]["controller"] is not None
-    # The demo starts the agent again a few seconds later; its host takes instances again.
     wait_until(
         lambda: client.exists(KEYS.host(dead)) == 1,
         timeout=30,
