@@ -29,9 +29,9 @@ import pytest
 import redis
 
 from mpush.demo.console import CONTROL_HEADER
+from mpush.demo.declaration import AUTOSCALE_KNOWN
 from mpush.demo.web import HOSTS, SITE
 from mpush.keys import DemoKeys, RcontrolKeys
-from mpush.orchestration.rcontrol.spec import Deployment
 from mpush.orchestration.redisserver import free_port
 from tests.conftest import RedisEnv
 from tests.helpers import run_cli, wait_until
@@ -39,7 +39,6 @@ from tests.helpers import run_cli, wait_until
 NS = "demo:web"
 LAYOUT = DemoKeys(NS)
 KEYS = RcontrolKeys(NS)
-AUTOSCALE_KNOWN = "autoscale" in Deployment.model_fields
 DEPLOYMENTS = {"gateway", "router", "pages", "files", "query", "work", "throttle", "fanout",
                "archive"}  # fmt: skip
 UPLOT = SITE / "static" / "vendor" / "uplot"

@@ -14,13 +14,7 @@ import pytest
 from mpush.config import DemoSettings, load_settings
 from mpush.connection import AnyRedis, connect, parse_redis_url
 from mpush.demo.console import CONTROL_HEADER, Console
-from mpush.demo.declaration import (
-    SHARED,
-    TEMPLATE,
-    declare,
-    fill,
-    without_unknown_autoscale,
-)
+from mpush.demo.declaration import AUTOSCALE_KNOWN, SHARED, TEMPLATE, declare, fill, placeholders
 from mpush.demo.load import MAX_RATE, Load
 from mpush.demo.web import site_info
 from mpush.errors import ConfigError
@@ -34,7 +28,9 @@ from tests.conftest import RedisEnv
 
 NS = "demo:web"
 LAYOUT = DemoKeys(NS)
-AUTOSCALE_KNOWN = "autoscale" in Deployment.model_fields
+
+
+PLACEHOLDERS = placeholders(LAYOUT, "127.0.0.1", 1)
 
 
 def settings(**flags: Any) -> DemoSettings:
@@ -86,15 +82,17 @@ def test_the_autoscale_tables_follow_the_schema_rcontrol_implements() -> None:
         assert table["scale_up_window"] < table["scale_down_window"]
 
 
-def test_autoscale_tables_are_removed_only_while_rcontrol_refuses_them() -> None:
-    data = {"deployments": {"a": {"service": "lpush", "autoscale": {"min": 1}}, "b": {}}}
-    kept, stripped = without_unknown_autoscale(data)
-    assert stripped is not AUTOSCALE_KNOWN
-    assert ("autoscale" in kept["deployments"]["a"]) is AUTOSCALE_KNOWN
-    assert data["deployments"]["a"]["autoscale"] == {"min": 1}  # the input is left as it was
+def test_autoscale_tables_reach_rcontrol_only_once_it_knows_them() -> None:
+    """Until rcontrol's spec knows ``autoscale`` the tables are taken out before it parses the
+    file (it refuses unknown keys), and the page scales by hand within their bounds."""
+    declared = declare(settings(), LAYOUT, 8123, "redis://127.0.0.1:1/0")
+    assert AUTOSCALE_KNOWN is ("autoscale" in Deployment.model_fields)
+    assert declared.autoscaled is AUTOSCALE_KNOWN
+    assert declared.scalable["files"].max == 6  # the page's bounds, either way
     if not AUTOSCALE_KNOWN:
-        with pytest.raises(ConfigError, match=r"deployments\.a\.autoscale: unknown key"):
-            parse_spec({"deployments": {"a": {"service": "mpush", "autoscale": {}}}})
+        raw = tomllib.loads(TEMPLATE.read_text())
+        with pytest.raises(ConfigError, match=r"deployments\.\w+\.autoscale: unknown key"):
+            parse_spec(fill(raw, {name: "x" for name in PLACEHOLDERS} | {"port": 1}))
 
 
 def test_a_placeholder_the_demo_does_not_know_names_its_key() -> None:

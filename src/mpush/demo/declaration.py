@@ -9,13 +9,14 @@ table sets them itself. The result is parsed by rcontrol's own parser and each t
 against its service's settings model, before anything starts.
 
 Deployments with an ``[deployments.NAME.autoscale]`` table are the ones the page may scale
-(``Scalable``: their bounds, their queue). When rcontrol autoscales them, the page only watches;
-until then the page scales them by hand, within the same bounds.
+(``Scalable``: their bounds, their queue). The file is read as ``rcontrol export`` reads one
+(``orchestration.kubernetes.declarations``: the spec, and the autoscale tables, which it takes out
+of the document while rcontrol's spec does not know the key). When rcontrol autoscales, the page
+only watches; until then it scales those deployments by hand, within the same bounds.
 """
 
 from __future__ import annotations
 
-import math
 import string
 import tomllib
 from collections.abc import Mapping
@@ -26,9 +27,11 @@ from typing import Any
 from mpush.config import DemoSettings
 from mpush.errors import ConfigError
 from mpush.keys import DemoKeys, RcontrolKeys, ServiceKeys
-from mpush.orchestration.rcontrol.spec import Deployment, Spec, check_settings, parse_spec
+from mpush.orchestration.kubernetes.declarations import Autoscale, parse_declarations
+from mpush.orchestration.rcontrol.spec import Deployment, Spec, check_settings
 
 __all__ = [
+    "AUTOSCALE_KNOWN",
     "SHARED",
     "SITE",
     "TEMPLATE",
@@ -41,6 +44,8 @@ __all__ = [
 ]
 
 SITE = Path(__file__).resolve().parent / "site"
+# rcontrol autoscales the deployments with an autoscale table once its spec knows the key.
+AUTOSCALE_KNOWN = "autoscale" in Deployment.model_fields
 TEMPLATE = SITE / "rcontrol.toml"
 
 # The settings of every service the demo passes on from its own (``mpush demo --help``).
@@ -77,8 +82,12 @@ class Scalable:
     name: str
     min: int
     max: int
-    queue: str
-    target: int
+    queue: str | None
+    target: int | None
+
+    @classmethod
+    def of(cls, name: str, table: Autoscale) -> Scalable:
+        return cls(name, table.min, table.max, table.queue, table.target)
 
 
 @dataclass(frozen=True)
@@ -153,49 +162,7 @@ def declare(settings: DemoSettings, layout: DemoKeys, port: int, redis: str) -> 
     for deployment in data.get("deployments", {}).values():
         if isinstance(deployment, dict) and "service" in deployment:
             deployment["settings"] = {**shared, **deployment.get("settings", {})}
-    scalable = _scalable(data)
-    data, stripped = without_unknown_autoscale(data)
-    spec = parse_spec(data)
-    check_settings(spec, namespace=layout.namespace, redis=redis)
-    return Declared(spec, scalable, autoscaled=bool(scalable) and not stripped)
-
-
-def _scalable(data: Mapping[str, Any]) -> dict[str, Scalable]:
-    found: dict[str, Scalable] = {}
-    for name, deployment in data.get("deployments", {}).items():
-        table = deployment.get("autoscale") if isinstance(deployment, dict) else None
-        if table is None:
-            continue
-        where = f"deployments.{name}.autoscale"
-        low, high, target = (_whole(table, key, where) for key in ("min", "max", "target"))
-        if not 0 <= low <= high:
-            raise ConfigError(f"{where}.max", f"min {low} … max {high} is no range")
-        queue = table.get("queue")
-        if not isinstance(queue, str) or not queue:
-            raise ConfigError(f"{where}.queue", "required: the list whose length drives it")
-        found[name] = Scalable(name, low, high, queue, max(1, target))
-    return found
-
-
-def _whole(table: Mapping[str, Any], key: str, where: str) -> int:
-    value = table.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ConfigError(f"{where}.{key}", f"a number is required (got {value!r})")
-    return int(value)
-
-
-# ---- Until rcontrol's spec knows [deployments.NAME.autoscale]; remove this at that merge. ----
-def without_unknown_autoscale(data: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-    """``data`` without its autoscale tables while rcontrol's spec refuses them as unknown keys,
-    and whether any were removed (then the page scales those deployments by hand)."""
-    if "autoscale" in Deployment.model_fields:
-        return data, False
-    stripped = False
-    deployments = {}
-    for name, deployment in data.get("deployments", {}).items():
-        if isinstance(deployment, dict) and "autoscale" in deployment:
-            deployments[name] = {k: v for k, v in deployment.items() if k != "autoscale"}
-            stripped = True
-        else:
-            deployments[name] = deployment
-    return {**data, "deployments": deployments}, stripped
+    declarations = parse_declarations(data)
+    check_settings(declarations.spec, namespace=layout.namespace, redis=redis)
+    scalable = {name: Scalable.of(name, table) for name, table in declarations.autoscale.items()}
+    return Declared(declarations.spec, scalable, autoscaled=AUTOSCALE_KNOWN and bool(scalable))

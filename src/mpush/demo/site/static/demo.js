@@ -83,7 +83,8 @@ function setupControls(site) {
       } else {
         td.append(element("span", "", "replicas"));
       }
-      cell(row, `${entry.min}–${entry.max}, ${entry.target} queued per replica`, "note");
+      const per = entry.target ? `, ${entry.target} queued per replica` : "";
+      cell(row, `${entry.min}–${entry.max}${per}`, "note");
       return row;
     }),
   );
