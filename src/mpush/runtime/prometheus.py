@@ -52,7 +52,7 @@ BUCKET_BOUNDS: tuple[tuple[str, str], ...] = tuple(
     (f"histo{k}", f"{(k + 10) / 100:.1f}") for k in range(0, 100, 10)
 )
 _HISTO = re.compile(r"histo\d+")
-_SHAPE = frozenset({"count", "sum", "max"})
+_SHAPE = frozenset({"count", "sum", "max", "histo_scale"})
 _TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
 
 
