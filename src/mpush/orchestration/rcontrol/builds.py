@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -133,11 +134,11 @@ def build_env(deploy_dir: Path, env: dict[str, str], *, own_python: bool, comman
     env["RCONTROL_DEPLOY_DIR"] = str(deploy_dir)
     if command or own_python:
         env["VIRTUAL_ENV"] = str(venv)
-        env["PATH"] = f"{venv / 'bin'}:{env.get('PATH', '')}".rstrip(":")
+        env["PATH"] = os.pathsep.join(p for p in (str(venv / "bin"), env.get("PATH")) if p)
         return
     sites = sorted((venv / "lib").glob("python*/site-packages"))
     if sites:
         paths = [str(site) for site in sites]
         if env.get("PYTHONPATH"):
             paths.append(env["PYTHONPATH"])
-        env["PYTHONPATH"] = ":".join(paths)
+        env["PYTHONPATH"] = os.pathsep.join(paths)
