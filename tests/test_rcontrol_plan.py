@@ -74,6 +74,7 @@ def placed(
 
 def report(p: Placed, state: State, cpu: float = 0.0, **more: object) -> Report:
     assert p.assignment is not None
+    more.setdefault("since", NOW - 100)  # in this state for long
     return Report(
         p.id, host=p.assignment.host, state=state, cpu=cpu, placed=p.assignment.placed, **more
     )  # type: ignore[arg-type]
@@ -310,3 +311,14 @@ def test_max_unavailable_retires_old_instances_before_new_ones_are_ready() -> No
     decisions = plan(snap, judge_dead=True)
     assert len(of(decisions, Retire)) == 2, "3 ready, at least 1 must stay ready"
     assert not of(decisions, Place), "no surge: nothing above replicas"
+
+
+def test_a_new_instance_counts_once_ready_for_min_ready() -> None:
+    new = declaration(replicas=1, settings={**SETTINGS, "batch": 10})
+    old, fresh = placed("web-1", "a"), placed("web-2", "a", release=new.release)
+    instances = [(old, State.READY, 0.0), (fresh, State.READY, 0.0)]
+    snap = snapshot([new], [host("a")], instances)
+    snap.reports["web-2"] = report(fresh, State.READY, since=NOW - 1)  # min_ready is 2 s
+    assert not of(plan(snap, judge_dead=True), Retire), "not available yet"
+    snap.reports["web-2"] = report(fresh, State.READY, since=NOW - 3)
+    assert [d.placed.id for d in of(plan(snap, judge_dead=True), Retire)] == ["web-1"]

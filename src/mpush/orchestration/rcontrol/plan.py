@@ -15,10 +15,10 @@ A pure function (no I/O), so every rule is tested on its own. For each deploymen
 3. **Standby pool**: standby instances of an older release or on a drained host are retired;
    new ones are placed until ``standby`` of the current release exist; extra ones are retired.
 4. **Down**: instances to move are retired — one not ready at once, a ready one only while at
-   least ``replicas - max_unavailable`` others stay ready (with ``max_surge`` and
-   ``max_unavailable`` both 0, one may go) — then active instances beyond ``replicas``: ones not
-   ready, then the idlest (least CPU), then the newest. A retirement is a graceful remote
-   shutdown.
+   least ``replicas - max_unavailable`` others stay ready (new ones ready for ``rollout.min_ready``
+   seconds; with ``max_surge`` and ``max_unavailable`` both 0, one may go) — then active
+   instances beyond ``replicas``: ones not ready, then the idlest (least CPU), then the newest.
+   A retirement is a graceful remote shutdown.
 5. **Repeats and give-ups**: an activated instance still standing by gets its push again (the
    controller spaces these); a failing or exited instance is noted once (it stays assigned: a
    restart elsewhere would fail the same way, and counting it keeps a crash loop from spawning
@@ -232,18 +232,32 @@ class _Planner:
     def _replace(
         self, declaration: Declaration, outdated: list[Placed], current: list[Placed]
     ) -> None:
-        """Retire instances to move, keeping ``replicas - max_unavailable`` ready."""
+        """Retire instances to move, keeping ``replicas - max_unavailable`` available."""
         spec = declaration.deployment
         unavailable = spec.max_unavailable if spec.max_surge or spec.max_unavailable else 1
         floor = declaration.replicas - unavailable
-        ready = sum(1 for p in [*outdated, *current] if self._state(p) == State.READY)
+        min_ready = spec.rollout.min_ready
+        ready = sum(1 for p in outdated if self._state(p) == State.READY)
+        ready += sum(1 for p in current if self._available(p, min_ready))
         for placed in self._victims(outdated):
-            is_ready = self._state(placed) == State.READY
-            if is_ready and ready - 1 < floor:
+            counted = self._state(placed) == State.READY
+            if counted and ready - 1 < floor:
                 break  # the rest are ready too (victims come not ready first)
             why = self._why_moved(placed, declaration.release)
             self.decisions.append(Retire(placed, "retire", why))
-            ready -= int(is_ready)
+            ready -= int(counted)
+
+    def _available(self, placed: Placed, min_ready: float) -> bool:
+        """Ready, and for ``min_ready`` seconds: a new instance counts towards the replicas kept
+        serving (an old one counts while it is ready)."""
+        if self._state(placed) != State.READY:
+            return False
+        if min_ready <= 0:
+            return True
+        report = self.snap.report(placed.id)
+        if report is None or report.state != State.READY or report.since is None:
+            return False  # ready by its registration, before its agent saw it: just now
+        return self.snap.now - report.since >= min_ready
 
     def _victims(self, candidates: Iterable[Placed]) -> list[Placed]:
         """Who goes first: not ready, then the idlest, then the newest."""

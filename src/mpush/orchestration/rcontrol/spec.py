@@ -25,7 +25,7 @@ The schema (every key optional unless said; any other key is refused)::
     scale_up_window, scale_down_window          (docs/autoscale.md)
 
     [deployments.NAME.rollout]    how a new release is judged, and rolled back when worse
-    auto_rollback, progress_deadline, verify, max_restarts, error_margin, min_errors,
+    auto_rollback, min_ready, progress_deadline, verify, max_restarts, error_margin, min_errors,
     latency_ratio, min_requests, metrics        (docs/rcontrol.md)
 
 A deployment's *run* (service and settings, or command, and its source) is what an instance
@@ -199,6 +199,7 @@ class RolloutPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     auto_rollback: bool = True
+    min_ready: float = Field(default=2.0, ge=0, le=3600)
     progress_deadline: float = Field(default=60.0, gt=0, le=86400)
     verify: float = Field(default=30.0, ge=0, le=86400)
     max_restarts: int = Field(default=2, ge=1, le=1000)
