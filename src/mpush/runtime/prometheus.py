@@ -9,7 +9,8 @@ A metrics hash (``<ns>:metrics:<name>``, or what one process gathered under ``na
   ``le="0.3"`` holds histo0 + histo10 + histo20. The hash keeps only the latest writer's T
   (``histo_scale``, not exported: each writer has its own, every request and tracked message
   carries its timeout), so buckets stay fractions, which are exact. ``histo100`` (values ≥ T)
-  lies only in ``+Inf``, whose count is the hash's ``count``. A metric observed without a scale has only the ``+Inf`` bucket.
+  lies only in ``+Inf``, whose count is the hash's ``count``. A metric observed without a scale
+  has only the ``+Inf`` bucket.
 - a gauge ``<prefix>_observation_max`` from ``max``;
 - a counter ``<prefix>_events_total`` labelled ``event="<field>"`` for every other field (the
   plain counters, and ``count`` of a hash that has no ``sum``).
