@@ -115,6 +115,7 @@ class Steering:
             verdict = judge(declaration, snapshot, figures)
             if verdict is not None:
                 await self._move(fence, snapshot, declaration, verdict, steered)
+        self.declared = dict(snapshot.declarations)  # with the replicas just set
         return steered
 
     async def _move(
