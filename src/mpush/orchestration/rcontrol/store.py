@@ -290,6 +290,8 @@ async def drain_host(
 ) -> bool:
     """Drain ``host`` (no new instances, its instances move away gracefully), or take it back
     (``drain`` False); False when it already was so."""
+    if bool(await redis.hexists(keys.drained, host)) == drain:
+        return False  # already so: nothing to write, nothing to log
     now = await _redis_time(redis)
     async with redis.pipeline(transaction=True) as pipe:
         if drain:
