@@ -23,6 +23,7 @@ from typing import Any
 from mpush.connection import AnyRedis, load_lua, reply_text
 from mpush.errors import FencedError
 from mpush.keys import ACTIVATION_SUFFIX, RcontrolKeys, ServiceKeys
+from mpush.orchestration.rcontrol.rollouts import declaration_fields
 from mpush.orchestration.rcontrol.state import ACTIVE, Assignment, Declaration, Placed
 
 __all__ = ["ACTIVATION_KEEP", "Fence", "declaration_args", "new_epoch"]
@@ -149,7 +150,10 @@ class Fence:
         keys[1] = self._keys.deployments  # this step's KEYS[2] is the set of names
         args: list[str | int] = [*self._head(), seq, self._capacity, self.by]
         for d in declarations:
+            autoscaled = declaration_fields(d.deployment, d.replicas)["autoscaled"]
+            rollout = "" if d.rollout is None else d.rollout.encode()
             args += [d.name, d.spec, d.replicas, d.release, d.generation]
+            args += [autoscaled, rollout, d.previous, d.previous_release]
         restored = int(await self._restore(keys=keys, args=args))
         if restored < 0:
             raise FencedError("restoring declarations: refused, another controller leads now")
