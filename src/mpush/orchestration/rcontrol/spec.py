@@ -173,8 +173,8 @@ class Autoscale(BaseModel):
     min: int = Field(1, ge=0, le=1000)
     max: int = Field(..., ge=1, le=1000)
     queue: str | None = Field(None, min_length=1)
-    target: float = Field(20, gt=0)
-    activation: float = Field(0, ge=0)
+    target: int = Field(20, ge=1)  # integers, as KEDA's listLength and activationListLength
+    activation: int = Field(0, ge=0)
     response_time: float | None = Field(None, gt=0)
     response_metric: str | None = Field(None, min_length=1)
     window: float = Field(10.0, ge=1, le=600)
