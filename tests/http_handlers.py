@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import json
 import os
+import time
 from urllib.parse import parse_qs
 
 from mpush.http import Request, Response
@@ -60,3 +61,9 @@ def cached(request: Request) -> Response:
             headers[header] = query[field]
     body = f"{next(_answers)} {request.method} {request.headers.get('x-variant', '-')}\n"
     return Response(request.id, 200, headers, body.encode())
+
+
+def sleepy(request: Request) -> Response:
+    """Blocks 20 ms (a handler busy with work): one process answers at most 50 a second."""
+    time.sleep(0.02)
+    return Response.text(request.id, f"{os.getpid()}\n")

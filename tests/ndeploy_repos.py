@@ -10,6 +10,9 @@ The backend waits while the file named by HELLO_BUILD_GATE is missing (touching 
 first), so a test can hold a deploy inside its install step for as long as it needs.
 
 ``broken``: a pyproject naming a build backend that does not exist: its install fails.
+
+``make_handler_repo``: a package of HTTP handlers for rcontrol's git releases: ``rc_site.hello``
+answers "v1" at tag v1; at tag v2 the module raises as it is imported (a release that crashes).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Repos", "make_repos"]
+__all__ = ["HandlerRepo", "Repos", "make_handler_repo", "make_repos"]
 
 _BACKEND = '''\
 """A PEP 517 backend that needs nothing: packs src/ into a wheel."""
@@ -156,3 +159,45 @@ def make_repos(base: Path) -> Repos:
     _git(broken, "init", "--quiet", "--initial-branch=main")
     _commit(broken, {"pyproject.toml": _BROKEN_PYPROJECT, "broken.py": ""}, "broken")
     return Repos(base=base, hello=hello, broken=broken, commits=commits)
+
+
+@dataclass(frozen=True)
+class HandlerRepo:
+    path: Path
+
+    @property
+    def url(self) -> str:
+        return self.path.as_uri()
+
+    @property
+    def prefix(self) -> str:
+        return self.path.parent.as_uri() + "/"
+
+
+_HANDLERS_V1 = """\
+from mpush.http import Request, Response
+
+
+def hello(request: Request) -> Response:
+    return Response.text(request.id, "v1\\n")
+"""
+
+_HANDLERS_V2 = """\
+raise RuntimeError("v2 is broken")
+"""
+
+
+def make_handler_repo(base: Path) -> HandlerRepo:
+    repo = base / "site"
+    repo.mkdir(parents=True)
+    _git(repo, "init", "--quiet", "--initial-branch=main")
+    files = {
+        "pyproject.toml": _PYPROJECT,
+        "_build/wheelmaker.py": _BACKEND,
+        "src/rc_site/__init__.py": _HANDLERS_V1,
+    }
+    _commit(repo, files, "v1")
+    _git(repo, "tag", "v1")
+    _commit(repo, {"src/rc_site/__init__.py": _HANDLERS_V2}, "v2")
+    _git(repo, "tag", "v2")
+    return HandlerRepo(repo)

@@ -23,7 +23,9 @@ IN, OUT = "{rc}:in", "{rc}:out"
 # Fast clocks for tests: heartbeats every 0.3 s, a host dead 1.5 s after its last one, a dead
 # controller's lease gone after 1.5 s.
 AGENT_FLAGS = ("--heartbeat", "0.3", "--host-ttl", "1.5", "--restart-delay", "0.2")
-CONTROLLER_FLAGS = ("--tick", "0.5", "--lease-ttl", "1.5", "--host-grace", "1.5")
+CONTROLLER_FLAGS = (
+    "--tick", "0.5", "--lease-ttl", "1.5", "--host-grace", "1.5", "--scale-interval", "0.2",
+)  # fmt: skip
 
 PIPE = f"""
 [deployments.pipe]
@@ -93,6 +95,13 @@ class Rig:
     def scale(self, name: str, replicas: int) -> None:
         done = self.cli("scale", name, str(replicas))
         assert done.returncode == 0, done.stderr
+
+    def declaration(self, name: str) -> dict[str, Any]:
+        """A deployment's declaration as stored, its rollout decoded."""
+        found: dict[str, Any] = self.client.hgetall(KEYS.deployment(name))
+        if found.get("rollout"):
+            found["rollout"] = json.loads(found["rollout"])
+        return found
 
     def status(self) -> dict[str, Any]:
         done = self.cli("status", "--json", "--events", "--count", "200")

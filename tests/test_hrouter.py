@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 
+from mpush.status.histogram import BUCKETS
 from tests.conftest import RedisEnv
 from tests.helpers import Spawner, run_cli, wait_until
 from tests.webparts import NS, start_web
@@ -44,7 +45,7 @@ def test_per_route_metrics(redis_env: RedisEnv, spawn: Spawner) -> None:
     httpx.get(web.url("/missing"), timeout=5)
     metric = f"{NS}:metrics:hrouter:route:echo"
     wait_until(lambda: int(redis_env.client.hget(metric, "count") or 0) >= 6)  # + the probe
-    histo = {k: int(v) for k, v in redis_env.client.hgetall(metric).items() if k[:5] == "histo"}
+    histo = {k: int(v) for k, v in redis_env.client.hgetall(metric).items() if k in BUCKETS}
     assert sum(histo.values()) == int(redis_env.client.hget(metric, "count"))
     wait_until(lambda: redis_env.client.hget(f"{NS}:metrics:hrouter", "notfound") == "1")
 

@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from mpush.orchestration.redisserver import RedisCluster
+from mpush.status.histogram import BUCKETS
 from tests.conftest import RedisEnv
 from tests.helpers import ServiceProcess, Spawner, run_cli, wait_until
 
@@ -214,4 +215,4 @@ def test_metrics_count_moved_messages(redis_env: RedisEnv, spawn: Spawner) -> No
     metric = redis_env.client.hgetall(f"{NS}:metrics:move")
     assert int(metric["count"]) >= 2  # at least two batches of ≤ 1000
     assert int(float(metric["max"])) <= 1000
-    assert sum(int(v) for k, v in metric.items() if k.startswith("histo")) == int(metric["count"])
+    assert sum(int(v) for k, v in metric.items() if k in BUCKETS) == int(metric["count"])

@@ -102,8 +102,30 @@ async def test_a_process_counts_what_it_wrote_and_what_it_holds(redis_env: Redis
             "max": "1000",
             "histo20": "1",
             "histo100": "1",
+            "histo_scale": "1000",  # the buckets' scale: a reader turns them to seconds
             "trimmed": "3",
         }
+    finally:
+        await client.aclose()
+
+
+async def test_a_release_keeps_its_own_copy_of_its_metrics(
+    redis_env: RedisEnv,
+) -> None:
+    client = connect(parse_redis_url(redis_env.url), socket_timeout=5)
+    try:
+        metrics = Metrics(client, ServiceKeys(NS), release="r1")
+        metrics.observe("move", 250, timeout=1000)
+        metrics.incr("move", "trimmed", 2)
+        await metrics.flush()
+        both = [f"{NS}:metrics:move", f"{NS}:release:r1:metrics:move"]
+        main, copy = (redis_env.client.hgetall(key) for key in both)
+        assert main == copy == {
+            "count": "1", "sum": "250", "max": "250", "histo20": "1", "histo_scale": "1000",
+            "trimmed": "2",
+        }  # fmt: skip
+        assert redis_env.client.ttl(both[0]) == -1, "the namespace's hash never expires"
+        assert 0 < redis_env.client.ttl(both[1]) <= 7 * 24 * 3600
     finally:
         await client.aclose()
 

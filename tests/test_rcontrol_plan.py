@@ -74,6 +74,7 @@ def placed(
 
 def report(p: Placed, state: State, cpu: float = 0.0, **more: object) -> Report:
     assert p.assignment is not None
+    more.setdefault("since", NOW - 100)  # in this state for long
     return Report(
         p.id, host=p.assignment.host, state=state, cpu=cpu, placed=p.assignment.placed, **more
     )  # type: ignore[arg-type]
@@ -262,3 +263,62 @@ def test_a_registration_counts_before_the_agent_reports_it() -> None:
     snap.reports["web-1"] = report(spare, State.BACKOFF, pid=None)  # the agent knows better
     snap.registrations["web-1"] = Registration("7", 41, standby=True)
     assert snap.state("web-1") == State.BACKOFF
+
+
+def test_a_drained_host_gets_nothing_and_its_instances_move_gracefully() -> None:
+    on_b, spare = placed("web-1", "b"), placed("web-2", "b", "standby")
+    snap = snapshot(
+        [declaration(replicas=1, standby=1)], [host("a"), host("b")],
+        [(on_b, State.READY, 0.0), (spare, State.STANDBY, 0.0)],
+    )  # fmt: skip
+    snap.drained["b"] = "1 rcontrol drain"
+    decisions = plan(snap, judge_dead=True)
+    # its standby goes at once; replacements go to a; the ready one stays until one is ready
+    assert [(d.placed.id, d.why) for d in of(decisions, Retire)] == [
+        ("web-2", "standby on host b, which is drained")
+    ]
+    assert sorted((p.role, p.host) for p in of(decisions, Place)) == [
+        ("active", "a"),
+        ("standby", "a"),
+    ]
+    moved = placed("web-3", "a")
+    snap = snapshot(
+        [declaration(replicas=1)], [host("a"), host("b")],
+        [(on_b, State.READY, 0.0), (moved, State.READY, 0.0)],
+    )  # fmt: skip
+    snap.drained["b"] = "1 rcontrol drain"
+    (retire,) = of(plan(snap, judge_dead=True), Retire)
+    assert (retire.placed.id, retire.why) == ("web-1", "host b is drained")
+
+
+def test_an_overloaded_host_gets_no_new_instances() -> None:
+    busy = Host("b", alive=True, seen=NOW, capacity=16, overloaded="load 9.00 on 2 CPUs")
+    decisions = plan(snapshot([declaration(replicas=2)], [host("a"), busy]), judge_dead=True)
+    assert [p.host for p in of(decisions, Place)] == ["a", "a"]
+    (note,) = of(decisions, Note)
+    assert (note.kind, note.host) == ("host-overloaded", "b")
+    assert "load 9.00 on 2 CPUs" in note.why
+
+
+def test_max_unavailable_retires_old_instances_before_new_ones_are_ready() -> None:
+    new = declaration(replicas=3, max_surge=0, settings={**SETTINGS, "batch": 10})
+    new = Declaration(
+        new.name, new.deployment.model_copy(update={"max_unavailable": 2}), 3, new.release, 1,
+        new.spec,
+    )  # fmt: skip
+    old = [placed(f"web-{n}", "a") for n in (1, 2, 3)]
+    snap = snapshot([new], [host("a")], [(p, State.READY, 0.0) for p in old])
+    decisions = plan(snap, judge_dead=True)
+    assert len(of(decisions, Retire)) == 2, "3 ready, at least 1 must stay ready"
+    assert not of(decisions, Place), "no surge: nothing above replicas"
+
+
+def test_a_new_instance_counts_once_ready_for_min_ready() -> None:
+    new = declaration(replicas=1, settings={**SETTINGS, "batch": 10})
+    old, fresh = placed("web-1", "a"), placed("web-2", "a", release=new.release)
+    instances = [(old, State.READY, 0.0), (fresh, State.READY, 0.0)]
+    snap = snapshot([new], [host("a")], instances)
+    snap.reports["web-2"] = report(fresh, State.READY, since=NOW - 1)  # min_ready is 2 s
+    assert not of(plan(snap, judge_dead=True), Retire), "not available yet"
+    snap.reports["web-2"] = report(fresh, State.READY, since=NOW - 3)
+    assert [d.placed.id for d in of(plan(snap, judge_dead=True), Retire)] == ["web-1"]

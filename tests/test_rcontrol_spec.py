@@ -3,6 +3,7 @@ each deployment checked against its service's model, and the release digest."""
 
 from __future__ import annotations
 
+import hashlib
 import tomllib
 
 import pytest
@@ -11,7 +12,9 @@ from mpush.cli.app import SERVICE_COMMANDS
 from mpush.config import SERVICES
 from mpush.errors import ConfigError
 from mpush.orchestration.rcontrol.spec import (
+    Autoscale,
     Deployment,
+    Source,
     canonical,
     check_settings,
     parse_spec,
@@ -102,6 +105,39 @@ def test_the_release_names_what_runs_and_nothing_else() -> None:
             'in = "a"\nout = ["b"]\nservice_namespace = "x"\n',
             "config: deployments.web.settings.service_namespace: set by rcontrol",
         ),
+        (
+            '[deployments.web]\nservice = "lpush"\n[deployments.web.autoscale]\nmin = 4\nmax = 2\n'
+            'queue = "q"\n',
+            "config: deployments.web.autoscale.min: 4 is more than max (2)",
+        ),
+        (
+            '[deployments.web]\nservice = "lpush"\n[deployments.web.autoscale]\nmax = 2\n',
+            "config: deployments.web.autoscale.queue: give a queue",
+        ),
+        (
+            '[deployments.web]\nservice = "lpush"\n[deployments.web.autoscale]\nmax = 2\n'
+            'queue = "q"\nwindows = 3\n',
+            "config: deployments.web.autoscale.windows: unknown key",
+        ),
+        (
+            '[deployments.web]\ncommand = ["x"]\n[deployments.web.autoscale]\nmax = 2\n'
+            "response_time = 0.2\n",
+            "config: deployments.web.autoscale.response_metric: a command publishes no metric",
+        ),
+        (
+            '[deployments.web]\nservice = "lpush"\n[deployments.web.source]\n'
+            'git = "-oProxyCommand=x"\n',
+            "config: deployments.web.source.git: not an acceptable git URL",
+        ),
+        (
+            '[deployments.web]\nservice = "lpush"\n[deployments.web.source]\n'
+            'git = "https://h/r.git"\ntag = "v1"\ncommit = "abcd"\n',
+            "config: deployments.web.source.tag: give a tag or a commit, not both",
+        ),
+        (
+            '[deployments.web]\nservice = "lpush"\n[deployments.web.rollout]\nverify = -1\n',
+            "config: deployments.web.rollout.verify: Input should be greater than or equal to 0",
+        ),
     ],
 )
 def test_a_bad_file_names_the_key(text: str, line: str) -> None:
@@ -109,6 +145,20 @@ def test_a_bad_file_names_the_key(text: str, line: str) -> None:
         parse(text)
     assert str(caught.value).startswith(line) or line in str(caught.value), str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_a_source_makes_a_release_and_no_source_keeps_the_old_digests() -> None:
+    plain = Deployment(service="lpush", settings={"in": "a", "out": ["b"]})
+    before_sources = {"command": None, "service": "lpush", "settings": {"in": "a", "out": ["b"]}}
+    digest = hashlib.sha256(canonical(before_sources).encode()).hexdigest()[:12]
+    assert plain.release == digest, "running deployments are not replaced by an upgrade"
+    built = plain.model_copy(update={"source": Source(git="https://h/r.git", tag="v1")})
+    assert built.release != plain.release
+    moved = plain.model_copy(update={"source": Source(git="https://h/r.git", tag="v2")})
+    assert moved.release != built.release
+    scaled = plain.model_copy(update={"autoscale": Autoscale(max=3, queue="a")})
+    assert scaled.release == plain.release, "autoscaling is no new release"
+    assert Deployment.model_validate_json(canonical(built)) == built
 
 
 def test_every_service_command_can_be_deployed() -> None:

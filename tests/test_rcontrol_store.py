@@ -13,13 +13,16 @@ from mpush.connection import AnyRedis, connect, parse_redis_url
 from mpush.errors import ConfigError, FencedError
 from mpush.keys import RcontrolKeys, ServiceKeys
 from mpush.orchestration.rcontrol.fence import Fence
-from mpush.orchestration.rcontrol.spec import parse_spec
+from mpush.orchestration.rcontrol.spec import Spec, parse_spec
 from mpush.orchestration.rcontrol.state import Assignment
 from mpush.orchestration.rcontrol.store import (
     apply_spec,
     check_slots,
     delete_deployment,
+    drain_host,
+    read_declaration,
     read_snapshot,
+    rollback_deployment,
     scale_deployment,
 )
 from mpush.runtime.lease import Lease
@@ -171,3 +174,74 @@ async def test_the_snapshot_survives_any_bytes(redis: AnyRedis, standalone_env: 
     assert "web-2" not in snapshot.reports
     host = snapshot.hosts["a"]
     assert (host.alive, host.capacity, host.load1) == (True, 0, None)
+
+
+def spec_of(text: str) -> Spec:
+    return parse_spec(tomllib.loads(text))
+
+
+async def test_a_release_change_starts_a_rollout_and_rollback_swaps_back(
+    either: tuple[AnyRedis, RedisEnv],
+) -> None:
+    redis, env = either
+    sync = env.client
+    await apply_spec(redis, KEYS, SPEC, by="test")
+    first = (await read_declaration(redis, KEYS, "web")).release
+    newer = SPEC.deployments["web"].model_copy(
+        update={"settings": {"in": "{rc}:in", "out": ["{rc}:out"], "batch": 10}}
+    )
+    stale = REGISTRY.release_metrics(newer.release, "move")
+    sync.hset(stale, "count", 99)  # left from an earlier rollout to the same release
+    await apply_spec(redis, KEYS, Spec(deployments={"web": newer}), by="test")
+    declaration = await read_declaration(redis, KEYS, "web")
+    assert declaration.rollout is not None
+    assert (declaration.rollout.state, declaration.rollout.old) == ("progressing", first)
+    assert declaration.previous_release == first
+    assert not sync.exists(stale), "the new release's figures start afresh"
+    # a third release while the second is under judgement: the settled one stays the previous
+    third = newer.model_copy(update={"settings": {**newer.settings, "batch": 20}})
+    await apply_spec(redis, KEYS, Spec(deployments={"web": third}), by="test")
+    assert (await read_declaration(redis, KEYS, "web")).previous_release == first
+    back = await rollback_deployment(redis, KEYS, "web", by="test")
+    assert back.release == third.release
+    declaration = await read_declaration(redis, KEYS, "web")
+    assert declaration.release == first
+    assert declaration.previous_release == third.release
+    assert declaration.rollout is not None
+    assert declaration.rollout.state == "rolling-back"
+    await rollback_deployment(redis, KEYS, "web", by="test")  # a second one undoes the first
+    assert (await read_declaration(redis, KEYS, "web")).release == third.release
+    kinds = [f["kind"] for _, f in sync.xrange(KEYS.events)]
+    assert kinds == ["apply", "apply", "apply", "rollback", "rollback"]
+
+
+async def test_an_autoscaled_deployment_owns_its_replicas(
+    either: tuple[AnyRedis, RedisEnv],
+) -> None:
+    redis, _ = either
+    scaled = spec_of(
+        '[deployments.web]\nservice = "lpush"\nreplicas = 2\n'
+        '[deployments.web.settings]\nin = "{rc}:in"\nout = ["{rc}:out"]\n'
+        '[deployments.web.autoscale]\nmin = 1\nmax = 4\nqueue = "{rc}:in"\n'
+    )
+    await apply_spec(redis, KEYS, scaled, by="test")
+    with pytest.raises(ConfigError, match="autoscaled between 1 and 4 replicas"):
+        await scale_deployment(redis, KEYS, "web", 9, by="test")
+    await redis.hset(KEYS.deployment("web"), "replicas", "4")  # as the autoscaler set it
+    assert [c.kind for c in await apply_spec(redis, KEYS, scaled, by="test")] == ["unchanged"]
+    narrower = scaled.deployments["web"].model_copy(
+        update={"autoscale": scaled.deployments["web"].autoscale.model_copy(update={"max": 3})}  # type: ignore[union-attr]
+    )
+    (change,) = await apply_spec(redis, KEYS, Spec(deployments={"web": narrower}), by="test")
+    assert change.detail == "replicas 4 -> 3, autoscale 1..3"
+    assert (await read_declaration(redis, KEYS, "web")).replicas == 3
+
+
+async def test_drain_and_uncordon(redis: AnyRedis, standalone_env: RedisEnv) -> None:
+    assert await drain_host(redis, KEYS, "b", drain=True, by="test")
+    assert not await drain_host(redis, KEYS, "b", drain=True, by="test")
+    assert set((await read_snapshot(redis, KEYS)).drained) == {"b"}
+    assert await drain_host(redis, KEYS, "b", drain=False, by="test")
+    assert (await read_snapshot(redis, KEYS)).drained == {}
+    kinds = [f["kind"] for _, f in standalone_env.client.xrange(KEYS.events)]
+    assert kinds == ["drain", "uncordon"]

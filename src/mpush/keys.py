@@ -15,6 +15,10 @@ Everything else lives under a *service namespace* ``NS`` (for example ``demo:mpu
                                    removed when it deregisters
     NS:service:<id>:activate list  a standby instance (--standby) BLPOPs it: one push activates it
     NS:metrics:<name>      hash    count, sum, max, histo0 … histo100 and plain counters
+    NS:release:<release>:metrics:<name>
+                           hash    the same, from the instances of one release only (those
+                                   started with --service-release, as rcontrol starts them);
+                                   EXPIRE 7 days after the last write
     NS:cache:dropped       stream  URLs an hgateway dropped from its response cache (a POST, PUT,
                                    PATCH or DELETE answered): h (host), p (path), q (query), by
                                    (instance); the other gateways drop them too. MAXLEN ~1000
@@ -101,8 +105,12 @@ controller only, each change one atomic step): the declarations and the assignme
 reports::
 
     NS:rcontrol:deployments        set     names of the declared deployments
-    NS:rcontrol:deployment:<name>  hash    spec (canonical JSON of the declaration), replicas,
-                                           release (digest of what runs), generation, applied
+    NS:rcontrol:deployment:<name>  hash    spec (canonical JSON of the declaration), replicas
+                                           (the autoscaler's too), release (digest of what runs),
+                                           generation, applied, autoscaled ("min..max" or ""),
+                                           rollout (JSON {state, old, new, started, since, why,
+                                           by}), previous and previous_release (the declaration
+                                           a rollback restores)
     NS:rcontrol:assignments        hash    instance id (<deployment>-<n>) → JSON {deployment, host,
                                            role (active|standby), release, run, token, placed}
     NS:rcontrol:state              hash    token (fencing counter of the controller lease), epoch
@@ -116,9 +124,13 @@ reports::
                                            active controller BLPOPs it
     NS:rcontrol:hosts              zset    host → its last heartbeat (ms, Redis time)
     NS:rcontrol:host:<host>        hash    one live agent: capacity, labels, load1, mem_free,
-                                           mem_total, cpus, pid, started, ttl; PEXPIRE its ttl
+                                           mem_total, cpus, pid, started, ttl, running,
+                                           overloaded (why, when over --max-load/--max-memory);
+                                           PEXPIRE its ttl
     NS:rcontrol:host:<host>:wake   list    pushed when the host's assignments change; its agent
                                            BLPOPs it
+    NS:rcontrol:drained            hash    host → "<time> <by>": drained hosts get no instances
+                                           and theirs move away (rcontrol drain / uncordon)
     NS:rcontrol:instance:<id>      hash    an instance as its agent reports it: host, state, pid,
                                            service_id, role, release, restarts, cpu, code,
                                            reason, since; EXPIRE a few heartbeats
@@ -190,6 +202,10 @@ class ServiceKeys:
 
     def metrics(self, name: str) -> str:
         return f"{self.namespace}:metrics:{name}"
+
+    def release_metrics(self, release: str, name: str) -> str:
+        """The same figures as ``metrics(name)``, from the instances of one release only."""
+        return f"{self.namespace}:release:{release}:metrics:{name}"
 
     @property
     def metrics_pattern(self) -> str:
@@ -445,6 +461,10 @@ class RcontrolKeys:
         return f"{self.prefix}instance:{instance_id}"
 
     @property
+    def drained(self) -> str:
+        return f"{self.prefix}drained"
+
+    @property
     def fixed(self) -> tuple[str, ...]:
         """The keys every controller step may touch with the registry's (for the slot check)."""
         registry = ServiceKeys(self.namespace)
@@ -456,6 +476,7 @@ class RcontrolKeys:
             self.events,
             self.wake,
             self.hosts,
+            self.drained,
             registry.labels,
             registry.instance(1),
         )

@@ -50,9 +50,13 @@ from mpush.config import (
     RcontrolApplySettings,
     RcontrolControllerSettings,
     RcontrolDeleteSettings,
+    RcontrolDrainSettings,
     RcontrolExportSettings,
+    RcontrolRollbackSettings,
+    RcontrolRolloutSettings,
     RcontrolScaleSettings,
     RcontrolStatusSettings,
+    RcontrolUncordonSettings,
     RenderSettings,
     RouterSettings,
     StatusSettings,
@@ -318,6 +322,30 @@ settings_command(
     rcontrol_commands.export,
     group=rcontrol_app,
     arguments=["file"],
+)
+settings_command(
+    "rollout",
+    RcontrolRolloutSettings,
+    rcontrol_commands.rollout,
+    group=rcontrol_app,
+    arguments=["name"],
+)
+settings_command(
+    "rollback",
+    RcontrolRollbackSettings,
+    rcontrol_commands.rollback,
+    group=rcontrol_app,
+    arguments=["name"],
+)
+settings_command(
+    "drain", RcontrolDrainSettings, rcontrol_commands.drain, group=rcontrol_app, arguments=["host"]
+)
+settings_command(
+    "uncordon",
+    RcontrolUncordonSettings,
+    rcontrol_commands.uncordon,
+    group=rcontrol_app,
+    arguments=["host"],
 )
 service_command("agent", RcontrolAgentSettings, rcontrol_agent.create, group=rcontrol_app)
 service_command(

@@ -1,5 +1,5 @@
 """The rcontrol commands that are not services: ``apply``, ``scale``, ``delete``, ``status``,
-``export``.
+``export``, ``rollout``, ``rollback``, ``drain`` and ``uncordon``.
 
 Each takes its settings and returns the exit code; ``cli.app`` registers them (``agent`` and
 ``controller`` are services, run by the runner). What a script reads goes to stdout; errors go to
@@ -12,20 +12,24 @@ import asyncio
 import json
 import socket
 import sys
-import time
+import tomllib
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from rich.console import Console
-from rich.table import Table
 
+from mpush.cli.rcontrol_render import render
 from mpush.config import (
     RcontrolApplySettings,
     RcontrolDeleteSettings,
+    RcontrolDrainSettings,
     RcontrolExportSettings,
+    RcontrolRollbackSettings,
+    RcontrolRolloutSettings,
     RcontrolScaleSettings,
     RcontrolSettings,
     RcontrolStatusSettings,
+    RcontrolUncordonSettings,
 )
 from mpush.config.base import checked_elsewhere
 from mpush.connection import AnyRedis, connect, describe_url, parse_redis_url
@@ -35,18 +39,38 @@ from mpush.keys import RcontrolKeys
 from mpush.orchestration.kubernetes.declarations import read_declarations
 from mpush.orchestration.kubernetes.export import ExportOptions, export_kubernetes
 from mpush.orchestration.rcontrol.events import latest
-from mpush.orchestration.rcontrol.spec import check_settings, read_spec
+from mpush.orchestration.rcontrol.spec import (
+    Deployment,
+    Spec,
+    check_settings,
+    parse_spec,
+    read_spec,
+)
+from mpush.orchestration.rcontrol.state import SETTLED
 from mpush.orchestration.rcontrol.store import (
     apply_spec,
     check_slots,
     delete_deployment,
+    drain_host,
+    read_declaration,
     read_snapshot,
+    rollback_deployment,
     scale_deployment,
 )
 from mpush.orchestration.rcontrol.view import status_view
-from mpush.retry import wait_until_reachable
+from mpush.retry import outage_of, retrying, wait_until_reachable
 
-__all__ = ["apply", "delete", "export", "scale", "status"]
+__all__ = [
+    "apply",
+    "delete",
+    "drain",
+    "export",
+    "rollback",
+    "rollout",
+    "scale",
+    "status",
+    "uncordon",
+]
 
 T = TypeVar("T")
 
@@ -160,7 +184,7 @@ def status(settings: RcontrolStatusSettings) -> int:
         if settings.as_json:
             _out(json.dumps(view, indent=2, sort_keys=True))
         else:
-            _render(view, Console(soft_wrap=True))
+            render(view, Console(soft_wrap=True))
         return Exit.OK
 
     return _guarded("status", action)
@@ -214,69 +238,135 @@ def export(settings: RcontrolExportSettings) -> int:
     return _guarded("export", action)
 
 
-def _render(view: dict[str, Any], console: Console) -> None:
-    controller = view["controller"]
-    leader = (
-        f"controller: {controller['holder']} (token {controller['token']})"
-        if controller
-        else "controller: none holds the lease"
-    )
-    console.print(f"rcontrol in {view['namespace']} — {leader}")
-    deployments = Table(title="deployments", title_justify="left")
-    for column in ("name", "desired", "ready", "standby", "runs"):
-        deployments.add_column(
-            column, justify="right" if column in ("desired", "ready") else "left"
-        )
-    instances = Table(title="instances", title_justify="left")
-    for column in ("id", "host", "pid", "state", "role", "restarts", "cpu", "registration"):
-        instances.add_column(column)
-    for deployment in view["deployments"]:
-        standby = f"{deployment['standby']}/{deployment['standby_desired']}"
-        name = deployment["name"] + (" (deleted)" if deployment.get("deleted") else "")
-        deployments.add_row(
-            name, str(deployment["desired"]), str(deployment["ready"]), standby, deployment["run"]
-        )
-        for inst in deployment["instances"]:
-            instances.add_row(
-                inst["id"],
-                inst["host"],
-                "-" if inst["pid"] is None else str(inst["pid"]),
-                inst["state"],
-                inst["role"],
-                str(inst["restarts"]),
-                f"{inst['cpu'] * 100:.1f}%",
-                inst["service_id"] or "-",
+def rollout(settings: RcontrolRolloutSettings) -> int:
+    """Declare a new release of one deployment (its declaration changed as the flags say, or as
+    a file declares it); with ``--wait``, wait for the rollout to end."""
+
+    def action() -> int:
+        async def work(redis: AnyRedis, keys: RcontrolKeys) -> int:
+            name = settings.name
+            current = await read_declaration(redis, keys, name)
+            new = _rolled(settings, current.deployment)
+            spec = Spec(deployments={name: new})
+            check_settings(spec, namespace=settings.namespace, redis=settings.redis)
+            if new.release == current.release:
+                _out(f"deployment {name}: release {current.release} unchanged: nothing to roll out")
+                return Exit.OK
+            await apply_spec(redis, keys, spec, by=_by("rollout"))
+            _out(
+                f"deployment {name}: rollout {current.release} -> {new.release} "
+                f"({new.run.describe()}; max_surge {new.max_surge}, "
+                f"max_unavailable {new.max_unavailable})"
             )
-    console.print(deployments)
-    console.print(instances)
-    hosts = Table(title="hosts", title_justify="left")
-    for column in ("host", "alive", "capacity", "running", "load", "free memory", "labels"):
-        hosts.add_column(column)
-    for host in view["hosts"]:
-        free = host["mem_free"]
-        hosts.add_row(
-            host["name"],
-            "yes" if host["alive"] else "[red]dead[/]",
-            str(host["capacity"]),
-            str(host["running"]),
-            "-" if host["load1"] is None else f"{host['load1']:.2f}",
-            "-" if free is None else f"{free / 2**20:,.0f} MiB",
-            ", ".join(f"{k}={v}" for k, v in host["labels"].items()) or "-",
+            if not settings.wait:
+                return Exit.OK
+            return await _wait_rollout(redis, keys, name, new.release, settings.wait)
+
+        return _with_redis(settings, work)
+
+    return _guarded("rollout", action)
+
+
+def _rolled(settings: RcontrolRolloutSettings, current: Deployment) -> Deployment:
+    """The declaration ``rollout`` makes of ``current``; ConfigError naming a bad key."""
+    name = settings.name
+    if settings.file is not None:
+        found = read_spec(settings.file).deployments.get(name)
+        if found is None:
+            raise ConfigError("file", f"{settings.file} declares no [deployments.{name}]")
+        return found
+    data = current.model_dump(mode="json")
+    table = dict(data["settings"])
+    for change in settings.changes:
+        key, _, value = change.partition("=")
+        table[key] = _value(value)
+    for key in settings.removals:
+        if key not in table:
+            raise ConfigError("unset", f"deployment {name} has no setting {key!r}")
+        del table[key]
+    data["settings"] = table
+    if settings.git is not None:
+        source = {"git": settings.git, "branch": settings.branch, "tag": settings.tag}
+        source["commit"] = settings.commit
+        data["source"] = {k: v for k, v in source.items() if v is not None}
+    return parse_spec({"deployments": {name: data}}).deployments[name]
+
+
+def _value(text: str) -> Any:
+    """A setting's value as TOML reads it (``5``, ``true``, ``["a", "b"]``), else the text."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+async def _wait_rollout(
+    redis: AnyRedis, keys: RcontrolKeys, name: str, release: str, within: float
+) -> int:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    outage = outage_of(f"redis of rcontrol {keys.namespace}")
+    seen = ""
+    while loop.time() < deadline:
+        declaration = await retrying(
+            lambda: read_declaration(redis, keys, name), outage=outage, deadline=deadline
         )
-    console.print(hosts)
-    if "events" in view:
-        events = Table(title="events (oldest first)", title_justify="left")
-        for column in ("time", "kind", "deployment", "instance", "host", "why"):
-            events.add_column(column, overflow="fold")
-        for event in view["events"]:
-            at = event["at"]
-            when = time.strftime("%H:%M:%S", time.localtime(at)) if at else "-"
-            events.add_row(
-                when,
-                event["kind"],
-                event["deployment"] or "-",
-                event["instance"] or "-",
-                event["host"] or "-",
-                event["why"],
+        rollout = declaration.rollout
+        if rollout is None or release not in (rollout.old, rollout.new):
+            _err("rollout", f"deployment {name} was declared again meanwhile")
+            return Exit.FAILURE
+        if rollout.state != seen:
+            seen = rollout.state
+            _out(f"deployment {name}: {rollout.state}: {rollout.why}")
+        if rollout.state in SETTLED:
+            return Exit.OK if rollout.state == "complete" else Exit.FAILURE
+        if rollout.state == "rolling-back":
+            return Exit.FAILURE
+        await asyncio.sleep(0.25)
+    _err("rollout", f"deployment {name}: still {seen} after {within:g}s")
+    return Exit.NO_ANSWER
+
+
+def rollback(settings: RcontrolRollbackSettings) -> int:
+    def action() -> int:
+        async def work(redis: AnyRedis, keys: RcontrolKeys) -> int:
+            before = await rollback_deployment(redis, keys, settings.name, by=_by("rollback"))
+            _out(
+                f"deployment {settings.name}: rollback {before.release} -> "
+                f"{before.previous_release}"
             )
-        console.print(events)
+            return Exit.OK
+
+        return _with_redis(settings, work)
+
+    return _guarded("rollback", action)
+
+
+def drain(settings: RcontrolDrainSettings) -> int:
+    def action() -> int:
+        async def work(redis: AnyRedis, keys: RcontrolKeys) -> int:
+            host = settings.host
+            if await drain_host(redis, keys, host, drain=True, by=_by("drain")):
+                _out(f"host {host}: drained (its instances move away; uncordon takes it back)")
+            else:
+                _out(f"host {host}: drained already")
+            return Exit.OK
+
+        return _with_redis(settings, work)
+
+    return _guarded("drain", action)
+
+
+def uncordon(settings: RcontrolUncordonSettings) -> int:
+    def action() -> int:
+        async def work(redis: AnyRedis, keys: RcontrolKeys) -> int:
+            host = settings.host
+            if await drain_host(redis, keys, host, drain=False, by=_by("uncordon")):
+                _out(f"host {host}: takes instances again")
+            else:
+                _out(f"host {host}: was not drained")
+            return Exit.OK
+
+        return _with_redis(settings, work)
+
+    return _guarded("uncordon", action)

@@ -102,6 +102,12 @@ class CommonSettings(BaseSettings):
         description="A label for this instance: in its registration and in <ns>:service:labels "
         "(rcontrol labels its instances so).",
     )
+    service_release: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="The release this instance runs: in its registration, and its metrics also "
+        "kept per release in <ns>:release:<release>:metrics:<name> (rcontrol sets it).",
+    )
     standby: bool = Field(
         False,
         description="Register as standby and do no work until activated (a push on "
@@ -153,7 +159,7 @@ class CommonSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _renew_before_expiry(self) -> CommonSettings:
-        for name in ("standby", "service_label"):
+        for name in ("standby", "service_label", "service_release"):
             if getattr(self, name) and not self.service_namespace:
                 raise ValueError(f"{name}: needs a service_namespace (the registry it shows in)")
         if self.service_renew >= self.service_expire:

@@ -29,26 +29,28 @@ __all__ = ["SERVICES", "ServiceEntry"]
 
 @dataclass(frozen=True)
 class ServiceEntry:
-    """How to run one service: ``mpush <command…>``, configured by ``settings``."""
+    """How to run one service: ``mpush <command…>``, configured by ``settings``; ``metrics``
+    names the metrics hashes its instances write, its main one (response times, errors) first."""
 
     command: tuple[str, ...]
     settings: type[CommonSettings]
+    metrics: tuple[str, ...]
 
 
-def _one(name: str, settings: type[CommonSettings]) -> tuple[str, ServiceEntry]:
-    return name, ServiceEntry((name,), settings)
+def _one(name: str, settings: type[CommonSettings], *metrics: str) -> tuple[str, ServiceEntry]:
+    return name, ServiceEntry((name,), settings, metrics or (name,))
 
 
 SERVICES: dict[str, ServiceEntry] = dict(
     [
-        _one("mpush", MpushSettings),
-        _one("lpush", LpushSettings),
-        _one("monitor", MonitorSettings),
-        _one("mbalance", MbalanceSettings),
-        _one("mdedupe", MdedupeSettings),
-        _one("mthrottle", MthrottleSettings),
-        _one("vpush", VpushSettings),
-        _one("hgateway", GatewaySettings),
+        _one("mpush", MpushSettings, "move"),
+        _one("lpush", LpushSettings, "move"),
+        _one("monitor", MonitorSettings, "done", "timeout", "failed", "dead"),
+        _one("mbalance", MbalanceSettings, "balance"),
+        _one("mdedupe", MdedupeSettings, "dedupe"),
+        _one("mthrottle", MthrottleSettings, "throttle"),
+        _one("vpush", VpushSettings, "vpush_moved"),
+        _one("hgateway", GatewaySettings, "hgateway:response", "hgateway"),
         _one("hrouter", RouterSettings),
         _one("mdispatch", DispatchSettings),
         _one("handler", HandlerSettings),
@@ -56,6 +58,6 @@ SERVICES: dict[str, ServiceEntry] = dict(
         _one("rquery", QuerySettings),
         _one("hrender", RenderSettings),
         _one("exporter", ExporterSettings),
-        ("ndeploy", ServiceEntry(("ndeploy", "serve"), NdeployServeSettings)),
+        ("ndeploy", ServiceEntry(("ndeploy", "serve"), NdeployServeSettings, ("deploy",))),
     ]
 )

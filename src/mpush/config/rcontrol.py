@@ -16,10 +16,14 @@ __all__ = [
     "RcontrolApplySettings",
     "RcontrolControllerSettings",
     "RcontrolDeleteSettings",
+    "RcontrolDrainSettings",
     "RcontrolExportSettings",
+    "RcontrolRollbackSettings",
+    "RcontrolRolloutSettings",
     "RcontrolScaleSettings",
     "RcontrolSettings",
     "RcontrolStatusSettings",
+    "RcontrolUncordonSettings",
 ]
 
 # A host name as agents give it: letters, digits, '.', '_' and '-' (it is part of keys and logs).
@@ -117,6 +121,65 @@ class RcontrolExportSettings(RcontrolSettings):
         return self
 
 
+class RcontrolRolloutSettings(RcontrolSettings):
+    """rcontrol rollout NAME: roll a deployment out to a new release — changed settings, a git
+    source, or its declaration in a file — replacing its instances within max_surge and
+    max_unavailable; the controller rolls it back by itself when the new release is worse.
+    """
+
+    cli_names: ClassVar[dict[str, str]] = {"changes": "set", "removals": "unset"}
+
+    name: str = Field(..., min_length=1, description="The deployment.")
+    file: Path | None = Field(
+        None, description="A TOML file whose [deployments.NAME] is the new declaration."
+    )
+    changes: list[str] = Field(
+        [], description="A setting KEY=VALUE to change (a TOML value, else a string); repeat."
+    )
+    removals: list[str] = Field([], description="A setting KEY to remove; repeat.")
+    git: str | None = Field(None, description="Run from this git repository, built by ndeploy.")
+    branch: str | None = Field(None, description="With --git: the branch.")
+    tag: str | None = Field(None, description="With --git: the tag.")
+    commit: str | None = Field(None, description="With --git: the commit.")
+    wait: float = Field(
+        0.0,
+        ge=0,
+        description="Seconds to wait for the rollout to end (complete: exit 0; rolled back: "
+        "exit 1; still going: exit 124); 0: do not wait.",
+    )
+
+    @model_validator(mode="after")
+    def _one_way(self) -> RcontrolRolloutSettings:
+        ref = self.branch or self.tag or self.commit
+        if self.file is not None and (self.changes or self.removals or self.git or ref):
+            raise ValueError("file: the file's declaration is the new one: give no other change")
+        if ref and not self.git:
+            raise ValueError("git: branch, tag and commit go with --git URL")
+        for change in self.changes:
+            if "=" not in change or not change.partition("=")[0]:
+                raise ValueError(f"changes: {change!r} is not KEY=VALUE")
+        return self
+
+
+class RcontrolRollbackSettings(RcontrolSettings):
+    """rcontrol rollback NAME: go back to the deployment's previous release (run again to undo)."""
+
+    name: str = Field(..., min_length=1, description="The deployment.")
+
+
+class RcontrolDrainSettings(RcontrolSettings):
+    """rcontrol drain HOST: no new instances on HOST; its instances move to other hosts
+    gracefully (each retired once its replacement is ready)."""
+
+    host: str = Field(..., min_length=1, description="The host (its agent's --host).")
+
+
+class RcontrolUncordonSettings(RcontrolSettings):
+    """rcontrol uncordon HOST: a drained host takes instances again."""
+
+    host: str = Field(..., min_length=1, description="The host (its agent's --host).")
+
+
 class RcontrolStatusSettings(RcontrolSettings):
     """rcontrol status: desired, ready and standby per deployment, every instance, every host."""
 
@@ -165,6 +228,26 @@ class RcontrolAgentSettings(RcontrolSettings):
     stop_timeout: float = Field(
         4.0, gt=0, le=60, description="Seconds an instance has to stop before SIGKILL."
     )
+    max_load: float | None = Field(
+        None,
+        gt=0,
+        description="Load average (1 min) per CPU over which this host takes no new instances.",
+    )
+    max_memory: float | None = Field(
+        None,
+        gt=0,
+        le=100,
+        description="Percent of memory in use over which this host takes no new instances.",
+    )
+    ndeploy: str | None = Field(
+        None,
+        min_length=1,
+        description="The namespace of this host's ndeploy service, which builds the git "
+        "releases (sources) its instances run from.",
+    )
+    ndeploy_wait: float = Field(
+        900.0, gt=0, description="Seconds a build of a git release may take."
+    )
 
     @model_validator(mode="after")
     def _agent(self) -> RcontrolAgentSettings:
@@ -210,4 +293,11 @@ class RcontrolControllerSettings(RcontrolSettings):
     )
     events_capacity: int = Field(
         1000, ge=10, description="Entries kept (about) on the event stream."
+    )
+    scale_interval: float = Field(
+        0.5,
+        gt=0,
+        le=60,
+        description="Seconds between reads of the queues and response times autoscaling "
+        "follows (a change of replicas reconciles at once).",
     )

@@ -14,7 +14,8 @@ responses of a batch are pushed with one pipeline, one ``LPUSH`` per reply list.
 also do a batch's I/O up front (``Prepare``: hfiler reads each file a batch asks for once), so
 that its handler can answer each request at once, without a task per request. A request whose
 deadline has passed is skipped and counted (nobody waits for it). A handler that raises answers 500
-(the error goes to the log, not to the client). A malformed request message is counted and set
+(the error goes to the log, not to the client); every 5xx answer is counted (``status:500``) in
+the handler's metrics hash. A malformed request message is counted and set
 aside on ``<queue>:bad``; when its id and reply list can still be read it is answered 400.
 """
 
@@ -148,6 +149,8 @@ class HandlerLoop:
 
     def _done(self, writes: Writes, request: Request, began: float, response: Response) -> None:
         self._metrics.observe(self._name, time.monotonic() - began, timeout=request.timeout)
+        if response.status >= 500:  # a handler's failures, raised or answered, per status
+            self._metrics.incr(self._name, f"status:{response.status}")
         writes.reply(request.reply, response.to_json())
 
     @staticmethod

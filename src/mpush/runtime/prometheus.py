@@ -6,10 +6,11 @@ A metrics hash (``<ns>:metrics:<name>``, or what one process gathered under ``na
   ``_bucket`` series with ``le`` = 0.1, 0.2 … 1.0 and ``+Inf``, cumulative, ``_sum`` and
   ``_count``. ``le`` is a *fraction of the metric's scale* T (a timeout for response times, the
   batch size for a move): ``histoK`` counts values in ``[K/100·T, (K+10)/100·T)``, so the bucket
-  ``le="0.3"`` holds histo0 + histo10 + histo20. T is not stored with the hash (each writer has its
-  own: every request and tracked message carries its timeout), so buckets in seconds cannot be
-  recovered; fractions are exact. ``histo100`` (values ≥ T) lies only in ``+Inf``, whose count is
-  the hash's ``count``. A metric observed without a scale has only the ``+Inf`` bucket.
+  ``le="0.3"`` holds histo0 + histo10 + histo20. The hash keeps only the latest writer's T
+  (``histo_scale``, not exported: each writer has its own, every request and tracked message
+  carries its timeout), so buckets stay fractions, which are exact. ``histo100`` (values ≥ T)
+  lies only in ``+Inf``, whose count is the hash's ``count``. A metric observed without a scale
+  has only the ``+Inf`` bucket.
 - a gauge ``<prefix>_observation_max`` from ``max``;
 - a counter ``<prefix>_events_total`` labelled ``event="<field>"`` for every other field (the
   plain counters, and ``count`` of a hash that has no ``sum``).
@@ -52,7 +53,7 @@ BUCKET_BOUNDS: tuple[tuple[str, str], ...] = tuple(
     (f"histo{k}", f"{(k + 10) / 100:.1f}") for k in range(0, 100, 10)
 )
 _HISTO = re.compile(r"histo\d+")
-_SHAPE = frozenset({"count", "sum", "max"})
+_SHAPE = frozenset({"count", "sum", "max", "histo_scale"})
 _TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
 
 

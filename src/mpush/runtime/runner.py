@@ -90,6 +90,8 @@ class RunnerSettings(Protocol):
     def standby(self) -> bool: ...
     @property
     def service_label(self) -> str | None: ...
+    @property
+    def service_release(self) -> str | None: ...
 
 
 @dataclass
@@ -215,6 +217,8 @@ class _Run:
             host, port = listener.address
             info["metrics"] = f"{host}:{port}"
 
+        if settings.service_release:
+            info["release"] = settings.service_release
         lifecycle: Lifecycle | None = None
         metrics = Metrics.local() if listener is not None else Metrics.disabled()
         if settings.service_namespace:
@@ -242,7 +246,9 @@ class _Run:
                 standby=settings.standby,
             )
             await lifecycle.register()
-            metrics = Metrics(registry_redis, keys, registry_outage)
+            metrics = Metrics(
+                registry_redis, keys, registry_outage, release=settings.service_release
+            )
 
         instance_id = lifecycle.instance_id if lifecycle else None
         ctx = Context(redis, target, self.shutdown, metrics, instance_id, outage)

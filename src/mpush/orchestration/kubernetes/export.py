@@ -156,6 +156,11 @@ def _notes(name: str, declarations: Declarations, scaled: bool) -> list[str]:
         )
     if deployment.command is not None:
         notes.append(f"{name}: a command gets no probes (what healthy means for it is not known)")
+    if deployment.source is not None:
+        notes.append(
+            f"{name}: source {deployment.source.describe()} is built by ndeploy under rcontrol; "
+            "here the image is the release: build it into --image"
+        )
     if autoscale is not None and autoscale.response_time is not None:
         metric = f" of {autoscale.response_metric}" if autoscale.response_metric else ""
         notes.append(

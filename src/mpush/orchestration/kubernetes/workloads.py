@@ -8,14 +8,16 @@ Its ``--metrics-port`` listener, on every address (as is a listener's ``host``),
 probes: startup and liveness on ``/healthz``, readiness on ``/readyz``
 (``mpush.runtime.health``). A command runs as given, with ``RCONTROL_*`` variables as under an
 agent, and without probes (what healthy means for it is not known). ``labels`` become a
-nodeSelector, ``max_surge`` the rolling update's maxSurge (with maxUnavailable 0, so the declared
-replicas stay ready; 1 when max_surge is 0, as rcontrol retires one old instance first).
+nodeSelector, ``max_surge`` and ``max_unavailable`` the rolling update's maxSurge and
+maxUnavailable (1 when both are 0, as rcontrol retires one old instance first), and
+``rollout.min_ready`` its minReadySeconds.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -123,9 +125,10 @@ def workload(
             "type": "RollingUpdate",
             "rollingUpdate": {
                 "maxSurge": deployment.max_surge,
-                "maxUnavailable": 0 if deployment.max_surge else 1,
+                "maxUnavailable": _unavailable(deployment),
             },
         },
+        "minReadySeconds": math.ceil(deployment.rollout.min_ready),
         "template": {
             "metadata": {"labels": labels_of(name, deployment), "annotations": annotations},
             "spec": pod,
@@ -347,3 +350,11 @@ def _digest(data: Any) -> str:
     """12 hex digits naming what a pod runs: a change rolls the Deployment."""
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _unavailable(deployment: Deployment) -> int:
+    """maxUnavailable: the declared one, or 1 when neither a surge nor an unavailable instance is
+    allowed (a rollout could not move otherwise; rcontrol retires one old instance first)."""
+    if deployment.max_surge or deployment.max_unavailable:
+        return deployment.max_unavailable
+    return 1

@@ -40,7 +40,8 @@ from mpush.config import RcontrolAgentSettings
 from mpush.connection import AnyRedis, RedisTarget, load_lua, reply_text
 from mpush.keys import RcontrolKeys, ServiceKeys
 from mpush.orchestration.children import RestartPolicy, die_with_parent
-from mpush.orchestration.rcontrol.hostinfo import host_figures
+from mpush.orchestration.rcontrol.builds import Builds
+from mpush.orchestration.rcontrol.hostinfo import host_figures, overload
 from mpush.orchestration.rcontrol.instances import Instance, Launch
 from mpush.orchestration.rcontrol.state import Assignment, Placed
 from mpush.orchestration.rcontrol.store import check_slots
@@ -81,6 +82,7 @@ class Agent:
         self._environ = {k: v for k, v in environ.items() if not k.startswith(_ENV_PREFIX)}
         self._reported: dict[str, tuple[str, int | None, str]] = {}
         self._started = time.time()
+        self.builds = Builds(settings.ndeploy, wait=settings.ndeploy_wait)
 
     def registry_info(self) -> Mapping[str, str]:
         return {"rcontrol_host": self.host, "capacity": str(self.settings.capacity)}
@@ -138,6 +140,7 @@ class Agent:
         finally:
             waker.cancel()
             await asyncio.gather(waker, return_exceptions=True)
+            await self.builds.close()
             await self._stop_all()
             await self._goodbye(ctx.redis)
 
@@ -177,6 +180,9 @@ class Agent:
             "started": f"{self._started:.3f}",
             "ttl": f"{settings.host_ttl:g}",
             "running": str(sum(1 for i in self.instances.values() if i.alive)),
+            "overloaded": overload(
+                figures, max_load=settings.max_load, max_memory=settings.max_memory
+            ),
         }
         args: list[str | int] = [self.host, round(settings.host_ttl * 1000)]
         for name, value in fields.items():
@@ -193,12 +199,16 @@ class Agent:
             if placed.assignment is not None and placed.assignment.host == self.host:
                 mine[placed.id] = placed.assignment
         labels = {reply_text(k): reply_text(v) for k, v in (labels_raw or {}).items()}
-        await self._converge(mine, launch, changed)
+        await self._converge(redis, mine, launch, changed)
         await self._observe(redis, labels)
         await self._report(redis)
 
     async def _converge(
-        self, mine: Mapping[str, Assignment], launch: Launch, changed: asyncio.Event
+        self,
+        redis: AnyRedis,
+        mine: Mapping[str, Assignment],
+        launch: Launch,
+        changed: asyncio.Event,
     ) -> None:
         now = time.monotonic()
         for instance_id, instance in list(self.instances.items()):
@@ -218,14 +228,31 @@ class Agent:
             known = self.instances.get(instance_id)
             if known is None:
                 fresh = self.instances[instance_id] = Instance(instance_id, assignment, launch)
-                await fresh.start(changed)
+                await self._start(redis, fresh, changed, now)
             elif (
                 not known.alive
                 and not known.stopping
                 and known.restart_at is not None
                 and known.restart_at <= now
             ):
-                await known.start(changed)
+                await self._start(redis, known, changed, now)
+
+    async def _start(
+        self, redis: AnyRedis, instance: Instance, changed: asyncio.Event, now: float
+    ) -> None:
+        """Start an instance, from its release's deploy dir when it runs a git source (once
+        ndeploy built it)."""
+        source = instance.assignment.run.source
+        if source is None:
+            await instance.start(changed)
+            return
+        build = self.builds.status(instance.assignment.release, source, redis, changed)
+        if build.state == "building":
+            instance.building(build.detail, now)
+        elif build.state == "failed":
+            instance.unbuildable(build.detail)
+        else:
+            await instance.start(changed, build.path)
 
     async def _observe(self, redis: AnyRedis, labels: Mapping[str, str]) -> None:
         now = time.monotonic()

@@ -14,6 +14,11 @@ again and plans afresh rather than retrying a step. A host is judged dead only o
 controller has watched Redis without a break for ``host_grace`` seconds (after taking the lease,
 or after an outage, heartbeats need time to come back).
 
+Before the rules, each reconcile applies the deployments' policies (``steering.py``): the
+replicas the autoscaler decided, and each rollout's progress or rollback. While it leads, the
+controller also reads what drives the autoscaled deployments every ``scale_interval`` seconds,
+and reconciles at once when one should scale.
+
 If Redis comes back without its data (a new epoch), the controller stands down, takes the lease
 again, and declares again the deployments it last read (``restore``), above the last instance
 number it saw, so no instance id is reused; the instances themselves stopped when their
@@ -37,6 +42,7 @@ from mpush.orchestration.rcontrol.events import Event, record
 from mpush.orchestration.rcontrol.fence import Fence, new_epoch
 from mpush.orchestration.rcontrol.plan import Activate, Note, Place, Retire, plan
 from mpush.orchestration.rcontrol.state import Assignment, Declaration, Snapshot
+from mpush.orchestration.rcontrol.steering import Steering
 from mpush.orchestration.rcontrol.store import check_slots, read_snapshot
 from mpush.retry import Backoff, Step, Stopped, keep_trying, retrying
 from mpush.runtime.lease import Lease
@@ -72,6 +78,7 @@ class Controller:
         self._pushed: dict[str, float] = {}  # instance id → when its activation was last pushed
         self._view_since: float | None = None  # loop time since which reads never failed
         self._capacity = settings.events_capacity
+        self.steering = Steering(self.keys)
 
     def registry_info(self) -> Mapping[str, str]:
         return {"rcontrol": "controller"}
@@ -144,6 +151,7 @@ class Controller:
         holder = asyncio.create_task(lease.hold(lost, ctx.outage))
         holder.add_done_callback(lambda _: changed.set())  # a lost lease ends the wait at once
         waker = asyncio.create_task(self._wake_loop(ctx, changed, lost))
+        sampler = asyncio.create_task(self._sample_loop(ctx, changed, lost))
         loop = asyncio.get_running_loop()
         try:
             await retrying(
@@ -173,9 +181,9 @@ class Controller:
                 on_transient=blind,
             )
         finally:
-            for task in (holder, waker):
+            for task in (holder, waker, sampler):
                 task.cancel()
-            await asyncio.gather(holder, waker, return_exceptions=True)
+            await asyncio.gather(holder, waker, sampler, return_exceptions=True)
 
     async def _begin(self, redis: AnyRedis, fence: Fence, epoch: str) -> None:
         """Declare again what a Redis that lost its data forgot (a new epoch); log the lead."""
@@ -199,18 +207,39 @@ class Controller:
 
         await keep_trying(pop, outage=ctx.outage, shutdown=ctx.shutdown)
 
-    async def _reconcile(self, redis: AnyRedis, fence: Fence) -> None:
+    async def _sample_loop(self, ctx: Context, changed: asyncio.Event, lost: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
-        began = loop.time()
+
+        async def sample() -> Step | None:
+            if lost.is_set():
+                return Step.DONE
+            if await self.steering.sample(ctx.redis, loop.time()):
+                changed.set()
+            return None
+
+        await keep_trying(
+            sample, outage=ctx.outage, shutdown=ctx.shutdown, every=self.settings.scale_interval
+        )
+
+    async def _read(self, redis: AnyRedis, fence: Fence) -> Snapshot:
         snapshot = await read_snapshot(redis, self.keys)
         if snapshot.epoch != fence.epoch:
             raise FencedError(f"the epoch changed ({snapshot.epoch}): Redis lost its data")
+        return snapshot
+
+    async def _reconcile(self, redis: AnyRedis, fence: Fence) -> None:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        snapshot = await self._read(redis, fence)
         if self._view_since is None:
             self._view_since = loop.time()
+        steered = await self.steering.steer(redis, fence, snapshot, loop.time())
+        if steered.reread:  # a rollback changed what runs: plan from what it wrote
+            began, snapshot = loop.time(), await self._read(redis, fence)
         self._remember(snapshot)
         judge = loop.time() - self._view_since >= self.settings.host_grace
         notes: set[str] = set()
-        for decision in plan(snapshot, judge_dead=judge):
+        for decision in [*steered.notes, *plan(snapshot, judge_dead=judge)]:
             if isinstance(decision, Place):
                 assignment = Assignment(
                     deployment=decision.deployment,

@@ -15,6 +15,13 @@ here. Kinds:
     host-dead                     a host's heartbeat expired
     give-up                       an instance cannot run: failing, or exited with code 2
     unschedulable                 no live host has room (or the labels) for an instance
+    autoscale                     the autoscaler set a deployment's replicas (with its figures)
+    rollout, rollback             a rollout moved on (verifying, complete, rolled-back); a
+                                  release was rolled back (by the controller, with why, or by
+                                  the command)
+    rollout-unhealthy             a new release is worse, and auto_rollback is off
+    drain, uncordon               a host was drained; taken back
+    host-overloaded               a host is over its agent's load or memory limit
 """
 
 from __future__ import annotations

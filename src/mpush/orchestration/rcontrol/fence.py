@@ -3,9 +3,10 @@
 A controller holds the lease ``NS:rcontrol:lease`` (``mpush.runtime.lease``) with a token from the
 counter in ``NS:rcontrol:state``; the state hash also holds the *epoch*, a random value made once.
 Every step (``lua/rcontrol_place.lua``, ``rcontrol_activate.lua``, ``rcontrol_retire.lua``,
-``rcontrol_restore.lua``) first checks that the state still holds this controller's epoch and
-token: a controller paused past its lease (someone took it since, with a newer token) or one from
-before Redis lost its data (a new epoch) is refused, so two controllers can never both assign.
+``rcontrol_restore.lua``, ``rcontrol_declare.lua``) first checks that the state still holds this
+controller's epoch and token: a controller paused past its lease (someone took it since, with a
+newer token) or one from before Redis lost its data (a new epoch) is refused, so two controllers
+can never both assign.
 A refused step raises ``FencedError``: the controller stands down and competes for the lease again.
 
 Steps are never retried blindly: a step whose reply was lost may have been applied, so after any
@@ -16,15 +17,16 @@ compare-and-set, that the assignment it changes is still what it read).
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mpush.connection import AnyRedis, load_lua, reply_text
 from mpush.errors import FencedError
 from mpush.keys import ACTIVATION_SUFFIX, RcontrolKeys, ServiceKeys
+from mpush.orchestration.rcontrol.rollouts import declaration_fields
 from mpush.orchestration.rcontrol.state import ACTIVE, Assignment, Declaration, Placed
 
-__all__ = ["ACTIVATION_KEEP", "Fence", "new_epoch"]
+__all__ = ["ACTIVATION_KEEP", "Fence", "declaration_args", "new_epoch"]
 
 ACTIVATION_KEEP = 60  # seconds an activation push waits for a process that has not popped it
 
@@ -56,6 +58,7 @@ class Fence:
         self._activate = redis.register_script(load_lua("rcontrol_activate"))
         self._retire = redis.register_script(load_lua("rcontrol_retire"))
         self._restore = redis.register_script(load_lua("rcontrol_restore"))
+        self._declare = redis.register_script(load_lua("rcontrol_declare"))
 
     def _head(self) -> list[str | int]:
         return [self.epoch, self.token]
@@ -147,8 +150,51 @@ class Fence:
         keys[1] = self._keys.deployments  # this step's KEYS[2] is the set of names
         args: list[str | int] = [*self._head(), seq, self._capacity, self.by]
         for d in declarations:
+            autoscaled = declaration_fields(d.deployment, d.replicas)["autoscaled"]
+            rollout = "" if d.rollout is None else d.rollout.encode()
             args += [d.name, d.spec, d.replicas, d.release, d.generation]
+            args += [autoscaled, rollout, d.previous, d.previous_release]
         restored = int(await self._restore(keys=keys, args=args))
         if restored < 0:
             raise FencedError("restoring declarations: refused, another controller leads now")
         return restored
+
+    async def declare(
+        self, declaration: Declaration, fields: Mapping[str, str], *, kind: str, why: str
+    ) -> int | None:
+        """Change a declaration (its replicas, its rollout, what runs), if it is still the
+        generation that was read; its new generation, or None when it changed meanwhile."""
+        reply = await self._declare(
+            keys=[
+                self._keys.state,
+                self._keys.deployment(declaration.name),
+                self._keys.events,
+                self._keys.wake,
+            ],
+            args=declaration_args(
+                declaration, fields, kind=kind, why=why, by=self.by, capacity=self._capacity,
+                fence=(self.epoch, self.token),
+            ),
+        )  # fmt: skip
+        ok, detail = self._check(reply, f"changing the declaration of {declaration.name}")
+        return int(detail) if ok else None
+
+
+def declaration_args(
+    declaration: Declaration,
+    fields: Mapping[str, str],
+    *,
+    kind: str,
+    why: str,
+    by: str,
+    capacity: int,
+    fence: tuple[str, int] | None,
+) -> list[str | int]:
+    """The arguments of ``lua/rcontrol_declare.lua`` (``fence`` None: a command's change)."""
+    epoch, token = fence if fence is not None else ("", "")
+    args: list[str | int] = [
+        epoch, token, declaration.generation, capacity, kind, why, by, declaration.name,
+    ]  # fmt: skip
+    for name, value in fields.items():
+        args += [name, value]
+    return args

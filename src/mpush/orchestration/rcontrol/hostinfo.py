@@ -1,6 +1,7 @@
 """What an agent measures about its host and its instances, from /proc (Linux).
 
-- the load average and the free memory (``MemAvailable``) of the host, for its heartbeat;
+- the load average and the free memory (``MemAvailable``) of the host, for its heartbeat, and
+  whether they are over the agent's limits (``overload``): such a host takes no new instances;
 - each instance's CPU time (``utime + stime`` of ``/proc/<pid>/stat``), turned by ``CpuMeter``
   into the share of one core it used over the last ``window`` seconds. The controller retires the
   idlest instances first when it scales down: an instance that used no CPU lately holds no work.
@@ -16,7 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["CpuMeter", "HostFigures", "cpu_seconds", "host_figures"]
+__all__ = ["CpuMeter", "HostFigures", "cpu_seconds", "host_figures", "overload"]
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PROC = Path("/proc")
@@ -42,6 +43,24 @@ def host_figures() -> HostFigures:
             if name in ("MemAvailable", "MemTotal") and parts and parts[0].isdigit():
                 memory[name] = int(parts[0]) * 1024
     return HostFigures(load1, memory.get("MemAvailable"), memory.get("MemTotal"), os.cpu_count())
+
+
+def overload(figures: HostFigures, *, max_load: float | None, max_memory: float | None) -> str:
+    """Why the host is over a limit (the load average per CPU, the percent of memory in use),
+    or '' when it is not (or the figures are missing)."""
+    found = []
+    if max_load is not None and figures.load1 is not None and figures.cpus:
+        per_cpu = figures.load1 / figures.cpus
+        if per_cpu > max_load:
+            found.append(
+                f"load {figures.load1:.2f} on {figures.cpus} CPUs ({per_cpu:.2f} per CPU) is over "
+                f"{max_load:g}"
+            )
+    if max_memory is not None and figures.mem_free is not None and figures.mem_total:
+        used = 100 * (1 - figures.mem_free / figures.mem_total)
+        if used > max_memory:
+            found.append(f"{used:.1f}% of memory in use is over {max_memory:g}%")
+    return "; ".join(found)
 
 
 def cpu_seconds(pid: int) -> float | None:

@@ -1,9 +1,11 @@
 """One assigned instance on an agent's host: its process, its restarts, the state it reports.
 
 An mpush service runs as ``python -m mpush <service> --config <iid>.json --service-namespace NS
---service-label <iid> --redis URL [--standby]`` (the settings table is the config file; the label
-lets the agent, and the controller, find its registration); a command runs as given, with
-``RCONTROL_INSTANCE``, ``RCONTROL_DEPLOYMENT`` and ``RCONTROL_HOST`` in its environment. Both get
+--service-label <iid> --service-release <release> --redis URL [--standby]`` (the settings table
+is the config file; the label lets the agent, and the controller, find its registration; the
+release tags its registration and metrics); a command runs as given, with ``RCONTROL_INSTANCE``,
+``RCONTROL_DEPLOYMENT``, ``RCONTROL_HOST`` and ``RCONTROL_RELEASE`` in its environment. A run
+with a git source runs from the deploy dir ndeploy built for it (``builds.py``). Both get
 the agent's environment without its ``MPUSH_*`` variables, so an instance is configured by its
 declaration only, and its output goes to ``<work dir>/<iid>.log``.
 
@@ -26,6 +28,7 @@ from pathlib import Path
 
 from mpush.config import SERVICES
 from mpush.orchestration.children import Child, ChildSpec, RestartPolicy
+from mpush.orchestration.rcontrol.builds import build_env, build_python
 from mpush.orchestration.rcontrol.hostinfo import CpuMeter
 from mpush.orchestration.rcontrol.state import STANDBY, Assignment, Report, State
 from mpush.retry import Backoff
@@ -86,7 +89,7 @@ class Instance:
     def stopping(self) -> bool:
         return self.unassigned_at is not None
 
-    def argv(self) -> list[str]:
+    def argv(self, python: str | None = None) -> list[str]:
         run = self.assignment.run
         if run.command is not None:
             return list(run.command)
@@ -94,9 +97,9 @@ class Instance:
         launch = self._launch
         config = launch.work_dir / f"{self.id}.json"
         config.write_text(json.dumps(run.settings), encoding="utf-8")
-        argv = [launch.python, "-m", "mpush", *SERVICES[run.service].command]
+        argv = [python or launch.python, "-m", "mpush", *SERVICES[run.service].command]
         argv += ["--config", str(config), "--service-namespace", launch.namespace]
-        argv += ["--service-label", self.id]
+        argv += ["--service-label", self.id, "--service-release", self.assignment.release]
         if "redis" in run.settings:  # its queues elsewhere: the registry stays with rcontrol
             argv += ["--service-redis", launch.redis]
         else:
@@ -105,21 +108,43 @@ class Instance:
             argv.append("--standby")
         return argv
 
-    async def start(self, changed: asyncio.Event) -> None:
-        """Start (or restart) the process; ``changed`` is set when it exits. A program that
-        cannot be started (not found, not executable) is backed off and retried like a crash."""
+    def building(self, detail: str, now: float) -> None:
+        """Its release is being built: it starts once the build is ready (looked at again at
+        the agent's next turn)."""
+        self.reason = detail
+        self.restart_at = now
+        self._set(State.BUILDING)
+
+    def unbuildable(self, detail: str) -> None:
+        """Its release cannot be built on this host: reported exited, never started."""
+        if self.state != State.EXITED:
+            log.error("%s cannot run: %s", self.id, detail)
+        self.reason = detail
+        self.restart_at = None
+        self._set(State.EXITED)
+
+    async def start(self, changed: asyncio.Event, build: Path | None = None) -> None:
+        """Start (or restart) the process (from the deploy dir ``build`` when its run has a
+        source); ``changed`` is set when it exits. A program that cannot be started (not found,
+        not executable) is backed off and retried like a crash."""
         launch = self._launch
         env = {
             **launch.env,
             "RCONTROL_INSTANCE": self.id,
             "RCONTROL_DEPLOYMENT": self.assignment.deployment,
             "RCONTROL_HOST": launch.host,
+            "RCONTROL_RELEASE": self.assignment.release,
         }
+        python = launch.python
+        if build is not None:
+            python, own = build_python(build, launch.python)
+            command = self.assignment.run.command is not None
+            build_env(build, env, own_python=own, command=command)
         self.starts += 1
         try:
             launch.work_dir.mkdir(parents=True, exist_ok=True)
             child = Child(
-                ChildSpec(self.id, self.argv()),
+                ChildSpec(self.id, self.argv(python)),
                 self.child.log_path,
                 failures=self.child.failures,
                 backoff=self.child.backoff,

@@ -5,17 +5,20 @@ A pure function (no I/O), so every rule is tested on its own. For each deploymen
 1. **Gone**: an assignment whose deployment is no longer declared, or that cannot be read, is
    retired; one on a dead host (heartbeat expired, judged only once the controller has watched
    for ``host_grace``) is retired as *rescheduled* — rule 2 places its replacement.
-2. **Up**: while fewer than ``replicas`` active instances run the current release, activate a
-   standby instance of that release that is registered and waiting (oldest first), else place a
-   new one. Placement picks, among live hosts with the deployment's labels and free capacity, the
-   one with the fewest instances of this deployment (spreading), then the most free capacity,
-   then the name. While instances of an older release remain, active instances may exceed
-   ``replicas`` by ``max_surge``; otherwise never.
-3. **Standby pool**: standby instances of an older release are retired; new ones are placed
-   until ``standby`` of the current release exist; extra ones are retired.
-4. **Down**: active instances beyond ``replicas`` are retired (a graceful remote shutdown):
-   instances of an older release first — a ready one only while enough others are ready — then
-   ones not ready, then the idlest (least CPU), then the newest.
+2. **Up**: while fewer than ``replicas`` active instances run the current release on a host
+   that is not drained, activate a standby instance of that release that is registered and
+   waiting (oldest first), else place a new one. Placement picks, among live hosts with the
+   deployment's labels and free capacity that are neither drained nor overloaded, the one with
+   the fewest instances of this deployment (spreading), then the most free capacity, then the
+   name. While instances *to move* remain (of an older release, or on a drained host), active
+   instances may exceed ``replicas`` by ``max_surge``; otherwise never.
+3. **Standby pool**: standby instances of an older release or on a drained host are retired;
+   new ones are placed until ``standby`` of the current release exist; extra ones are retired.
+4. **Down**: instances to move are retired — one not ready at once, a ready one only while at
+   least ``replicas - max_unavailable`` others stay ready (new ones ready for ``rollout.min_ready``
+   seconds; with ``max_surge`` and ``max_unavailable`` both 0, one may go) — then active
+   instances beyond ``replicas``: ones not ready, then the idlest (least CPU), then the newest.
+   A retirement is a graceful remote shutdown.
 5. **Repeats and give-ups**: an activated instance still standing by gets its push again (the
    controller spaces these); a failing or exited instance is noted once (it stays assigned: a
    restart elsewhere would fail the same way, and counting it keeps a crash loop from spawning
@@ -98,6 +101,11 @@ class _Planner:
 
     def run(self) -> list[Decision]:
         self._gone()
+        for host in self.snap.hosts.values():
+            if host.alive and host.overloaded:
+                key = f"overloaded {host.name}"
+                why = f"host {host.name} takes no new instances: {host.overloaded}"
+                self.decisions.append(Note("host-overloaded", key, why, host=host.name))
         for name, declaration in self.snap.declarations.items():
             self._deployment(declaration, self.kept.get(name, []))
         return self.decisions
@@ -130,6 +138,15 @@ class _Planner:
     def _dead(self, host: str) -> bool:
         return self.judge_dead and not self._alive(host)
 
+    def _moving(self, placed: Placed, release: str) -> bool:
+        """An instance to replace: of an older release, or on a drained host."""
+        return _release(placed) != release or _host(placed) in self.snap.drained
+
+    def _why_moved(self, placed: Placed, release: str) -> str:
+        if _release(placed) != release:
+            return f"release {_release(placed)} replaced by {release}"
+        return f"host {_host(placed)} is drained"
+
     def _silence(self, host: str) -> str:
         found = self.snap.hosts.get(host)
         if found is None or found.seen is None:
@@ -149,8 +166,8 @@ class _Planner:
         spec = declaration.deployment
         active = [p for p in mine if _role(p) == ACTIVE]
         standby = [p for p in mine if _role(p) == STANDBY]
-        current = [p for p in active if _release(p) == release]
-        outdated = [p for p in active if _release(p) != release]
+        current = [p for p in active if not self._moving(p, release)]
+        outdated = [p for p in active if self._moving(p, release)]
         limit = replicas + (spec.max_surge if outdated else 0)
         n_current, n_active = len(current), len(active)
 
@@ -159,7 +176,7 @@ class _Planner:
             (
                 p
                 for p in standby
-                if _release(p) == release
+                if not self._moving(p, release)
                 and self._state(p) == State.STANDBY
                 and self._alive(_host(p))
             ),
@@ -177,10 +194,13 @@ class _Planner:
             n_active += 1
 
         # rule 3: the standby pool
-        pool = [p for p in standby if _release(p) == release]
+        pool = [p for p in standby if not self._moving(p, release)]
         for placed in standby:
             if _release(placed) != release:
                 why = f"standby of release {_release(placed)}, the deployment's is {release}"
+                self.decisions.append(Retire(placed, "retire", why))
+            elif self._moving(placed, release):
+                why = f"standby on host {_host(placed)}, which is drained"
                 self.decisions.append(Retire(placed, "retire", why))
         have = len(pool)
         while have < spec.standby:
@@ -195,7 +215,7 @@ class _Planner:
         # rule 4: down
         excess = n_active - replicas
         if outdated:
-            self._replace(declaration, outdated, current, excess)
+            self._replace(declaration, outdated, current)
         elif excess > 0:
             for placed in self._victims(current)[:excess]:
                 why = f"{n_active} active for {replicas} replicas: {self._why_chosen(placed)}"
@@ -210,26 +230,34 @@ class _Planner:
             self._give_up(name, placed)
 
     def _replace(
-        self, declaration: Declaration, outdated: list[Placed], current: list[Placed], excess: int
+        self, declaration: Declaration, outdated: list[Placed], current: list[Placed]
     ) -> None:
-        """Retire instances of older releases, keeping ``replicas`` ready while it can."""
-        replicas = declaration.replicas
-        ready = sum(1 for p in [*outdated, *current] if self._state(p) == State.READY)
-        no_surge = excess <= 0 and declaration.deployment.max_surge == 0
-        if no_surge and all(self._state(p) == State.READY for p in current):
-            # No surge allowed: make room for one new instance once every new one is ready.
-            excess = 1
-            ready = replicas + 1  # one may go although it leaves one fewer ready
+        """Retire instances to move, keeping ``replicas - max_unavailable`` available."""
+        spec = declaration.deployment
+        unavailable = spec.max_unavailable if spec.max_surge or spec.max_unavailable else 1
+        floor = declaration.replicas - unavailable
+        min_ready = spec.rollout.min_ready
+        ready = sum(1 for p in outdated if self._state(p) == State.READY)
+        ready += sum(1 for p in current if self._available(p, min_ready))
         for placed in self._victims(outdated):
-            if excess <= 0:
-                break
-            is_ready = self._state(placed) == State.READY
-            if is_ready and ready - 1 < replicas:
-                break
-            why = f"release {_release(placed)} replaced by {declaration.release}"
+            counted = self._state(placed) == State.READY
+            if counted and ready - 1 < floor:
+                break  # the rest are ready too (victims come not ready first)
+            why = self._why_moved(placed, declaration.release)
             self.decisions.append(Retire(placed, "retire", why))
-            excess -= 1
-            ready -= int(is_ready)
+            ready -= int(counted)
+
+    def _available(self, placed: Placed, min_ready: float) -> bool:
+        """Ready, and for ``min_ready`` seconds: a new instance counts towards the replicas kept
+        serving (an old one counts while it is ready)."""
+        if self._state(placed) != State.READY:
+            return False
+        if min_ready <= 0:
+            return True
+        report = self.snap.report(placed.id)
+        if report is None or report.state != State.READY or report.since is None:
+            return False  # ready by its registration, before its agent saw it: just now
+        return self.snap.now - report.since >= min_ready
 
     def _victims(self, candidates: Iterable[Placed]) -> list[Placed]:
         """Who goes first: not ready, then the idlest, then the newest."""
@@ -260,7 +288,8 @@ class _Planner:
                 Note(
                     "unschedulable",
                     f"unschedulable {name} {role}",
-                    f"{why}: no live host{wanted} has free capacity",
+                    f"{why}: no live host{wanted} has free capacity (and is neither drained "
+                    "nor overloaded)",
                     deployment=name,
                 )
             )
@@ -281,6 +310,8 @@ class _Planner:
             host
             for host in self.snap.hosts.values()
             if host.alive
+            and not host.overloaded
+            and host.name not in self.snap.drained
             and self.load[host.name] < host.capacity
             and all(host.labels.get(key) == value for key, value in wanted.items())
         ]

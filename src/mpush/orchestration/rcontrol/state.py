@@ -23,12 +23,14 @@ from mpush.orchestration.rcontrol.spec import Deployment, Run
 __all__ = [
     "ACTIVE",
     "ALIVE_STATES",
+    "SETTLED",
     "STANDBY",
     "Assignment",
     "Declaration",
     "Host",
     "Placed",
     "Report",
+    "Rollout",
     "Snapshot",
     "State",
     "number",
@@ -44,6 +46,7 @@ class State(StrEnum):
     """An instance's state as its agent reports it (``pending``: no report yet)."""
 
     PENDING = "pending"  # assigned; its agent has not reported it yet
+    BUILDING = "building"  # its release (a git source) is being built by ndeploy on its host
     STARTING = "starting"  # its process runs; not registered yet
     READY = "ready"  # registered and working (a command: running)
     STANDBY = "standby"  # registered, waiting to be activated
@@ -102,10 +105,44 @@ class Placed:
         return int(tail) if tail.isdigit() else 0
 
 
+RolloutState = Literal["progressing", "verifying", "complete", "rolling-back", "rolled-back"]
+# A rollout in one of these states is over: its release is the one to come back to.
+SETTLED: frozenset[str] = frozenset({"complete", "rolled-back"})
+
+
+class Rollout(BaseModel):
+    """The rollout of a deployment from release ``old`` to ``new`` (the field ``rollout`` of its
+    declaration): ``progressing`` while instances are replaced, ``verifying`` once all run the
+    new release (its health still watched for ``verify`` seconds), then ``complete``; or
+    ``rolling-back`` to ``new`` (the previous release, restored) and then ``rolled-back``."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    state: RolloutState
+    old: str
+    new: str
+    started: float  # Redis time the rollout (or the rollback) began
+    since: float  # Redis time the state began
+    why: str = ""
+    by: str = ""
+
+    def encode(self) -> str:
+        return self.model_dump_json()
+
+    def moved(self, state: RolloutState, now: float, why: str, by: str) -> Rollout:
+        return self.model_copy(update={"state": state, "since": now, "why": why, "by": by})
+
+    @property
+    def watched(self) -> bool:
+        """Its new release's health is judged (it may be rolled back)."""
+        return self.state in ("progressing", "verifying")
+
+
 @dataclass(frozen=True)
 class Declaration:
-    """One declared deployment as stored: its spec, its replicas (``scale`` changes only these),
-    its release and how many times it changed."""
+    """One declared deployment as stored: its spec, its replicas (``scale`` and the autoscaler
+    change only these), its release, how many times it changed, its rollout and the declaration
+    to roll back to."""
 
     name: str
     deployment: Deployment
@@ -113,6 +150,9 @@ class Declaration:
     release: str
     generation: int
     spec: str  # the canonical JSON stored
+    rollout: Rollout | None = None
+    previous: str = ""  # the canonical JSON of the last settled declaration before this one
+    previous_release: str = ""
 
     @classmethod
     def decode(cls, name: str, data: Mapping[str, str]) -> Declaration | None:
@@ -122,6 +162,12 @@ class Declaration:
             log.warning("unreadable declaration of %s", name)
             return None
         replicas = int(number(data.get("replicas"), deployment.replicas))
+        rollout: Rollout | None = None
+        if data.get("rollout"):
+            try:
+                rollout = Rollout.model_validate_json(data["rollout"])
+            except ValidationError:
+                log.warning("unreadable rollout of %s", name)
         return cls(
             name,
             deployment,
@@ -129,6 +175,9 @@ class Declaration:
             data.get("release") or deployment.release,
             int(number(data.get("generation"), 0)),
             data.get("spec", ""),
+            rollout,
+            data.get("previous", ""),
+            data.get("previous_release", ""),
         )
 
 
@@ -147,6 +196,7 @@ class Host:
     cpus: int | None = None
     pid: int | None = None
     ttl: float | None = None
+    overloaded: str = ""  # why its agent says it is over its load or memory limit, if it is
 
     @classmethod
     def decode(cls, name: str, data: Mapping[str, str], seen: float | None) -> Host:
@@ -169,6 +219,7 @@ class Host:
             cpus=_maybe_int(data.get("cpus")),
             pid=_maybe_int(data.get("pid")),
             ttl=_maybe(data.get("ttl")),
+            overloaded=data.get("overloaded", ""),
         )
 
 
@@ -263,6 +314,7 @@ class Snapshot:
     seq: int = 0  # the last instance number handed out
     holder: str = ""  # "<token> <owner>" of the controller lease, if held
     registrations: dict[str, Registration] = field(default_factory=dict)  # by instance id
+    drained: dict[str, str] = field(default_factory=dict)  # host → who drained it, and when
 
     def state(self, instance_id: str) -> State:
         """What an instance is now: its agent's report, corrected by its registration.

@@ -6,10 +6,13 @@ The JSON shape (``rcontrol status --json``; more fields may be added, none taken
     {"namespace": NS, "now": <Redis time>,
      "controller": {"holder": "<owner>", "token": N} | null,
      "deployments": [{"name", "desired", "ready", "standby", "standby_desired", "release",
-                      "run", "labels", "instances": [{"id", "host", "pid", "state", "role",
+                      "run", "labels", "autoscale": {"min", "max"} | null,
+                      "rollout": {"state", "old", "new", "started", "since", "why", "by"} | null,
+                      "previous_release",
+                      "instances": [{"id", "host", "pid", "state", "role",
                       "release", "restarts", "cpu", "service_id", "since", "code", "reason"}]}],
      "hosts": [{"name", "alive", "capacity", "running", "assigned", "labels", "load1",
-                "mem_free", "mem_total", "cpus", "seen"}],
+                "mem_free", "mem_total", "cpus", "seen", "drained", "overloaded"}],
      "events": [{"id", "at", "kind", "deployment", "instance", "host", "why", "by"}]}
 
 ``ready`` counts active instances of the deployment that are ready; ``standby`` counts standby
@@ -27,7 +30,14 @@ from typing import Any
 from mpush.connection import AnyRedis
 from mpush.keys import RcontrolKeys
 from mpush.orchestration.rcontrol.events import Event
-from mpush.orchestration.rcontrol.state import ACTIVE, ALIVE_STATES, STANDBY, Snapshot, State
+from mpush.orchestration.rcontrol.state import (
+    ACTIVE,
+    ALIVE_STATES,
+    STANDBY,
+    Host,
+    Snapshot,
+    State,
+)
 from mpush.orchestration.rcontrol.store import read_snapshot
 from mpush.status.replicas import Replicas
 
@@ -58,6 +68,11 @@ def status_view(snapshot: Snapshot, namespace: str, events: list[Event] | None) 
             "release": declaration.release,
             "run": spec.run.describe(),
             "labels": spec.labels,
+            "autoscale": None
+            if spec.autoscale is None
+            else {"min": spec.autoscale.min, "max": spec.autoscale.max},
+            "rollout": None if declaration.rollout is None else declaration.rollout.model_dump(),
+            "previous_release": declaration.previous_release,
             "instances": [],
         }
     running: Counter[str] = Counter()
@@ -122,8 +137,13 @@ def status_view(snapshot: Snapshot, namespace: str, events: list[Event] | None) 
             "mem_total": host.mem_total,
             "cpus": host.cpus,
             "seen": host.seen,
+            "drained": host.name in snapshot.drained,
+            "overloaded": host.overloaded,
         }
-        for host in sorted(snapshot.hosts.values(), key=lambda h: h.name)
+        for host in sorted(
+            [*snapshot.hosts.values(), *(Host(h, alive=False) for h in _unseen(snapshot))],
+            key=lambda h: h.name,
+        )
     ]
     token, _, owner = snapshot.holder.partition(" ")
     view: dict[str, Any] = {
@@ -136,3 +156,8 @@ def status_view(snapshot: Snapshot, namespace: str, events: list[Event] | None) 
     if events is not None:
         view["events"] = [event.to_dict() for event in events]
     return view
+
+
+def _unseen(snapshot: Snapshot) -> list[str]:
+    """Drained hosts with no heartbeat and no instance (still shown: they are drained)."""
+    return sorted(set(snapshot.drained) - set(snapshot.hosts))
